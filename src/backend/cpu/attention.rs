@@ -1,0 +1,271 @@
+//! Multi-head attention on the CPU, flash style: each task owns a block of
+//! queries of one head and streams over blocks of keys with an online
+//! softmax, so no q_len × kv_len matrix is ever held (the ViT's would be
+//! 16 MB per head). Scores and value products go through sgemm.
+
+use rayon::prelude::*;
+
+use super::gemm::{sgemm_serial, MatRef};
+use super::math::exp_f32;
+use crate::backend::AttnSpec;
+
+const Q_BLOCK: usize = 128;
+const K_BLOCK: usize = 256;
+
+/// One operand: `data` is `[B, len, ld]`, the operand's columns start at `col`.
+#[derive(Clone, Copy)]
+pub struct Operand<'a> {
+    pub data: &'a [f32],
+    pub ld: usize,
+    pub col: usize,
+}
+
+/// Writes `out [B, q_len, heads·head_dim]`.
+pub fn attention(q: Operand<'_>, k: Operand<'_>, v: Operand<'_>, s: &AttnSpec, out: &mut [f32]) {
+    let (dh, width) = (s.head_dim, s.heads * s.head_dim);
+    assert_eq!(out.len(), s.batch * s.q_len * width);
+    let q_blocks = s.q_len.div_ceil(Q_BLOCK);
+    let tasks = s.batch * s.heads * q_blocks;
+    let out_ptr = OutPtr(out.as_mut_ptr());
+
+    (0..tasks).into_par_iter().for_each(|t| {
+        let qb = t % q_blocks;
+        let h = (t / q_blocks) % s.heads;
+        let b = t / (q_blocks * s.heads);
+        let i0 = qb * Q_BLOCK;
+        let rows = Q_BLOCK.min(s.q_len - i0);
+
+        let q_off = (b * s.q_len + i0) * q.ld + q.col + h * dh;
+        let k_base = b * s.kv_len * k.ld + k.col + h * dh;
+        let v_base = b * s.kv_len * v.ld + v.col + h * dh;
+
+        let mut acc = vec![0f32; rows * dh];
+        let mut m = vec![f32::NEG_INFINITY; rows];
+        let mut l = vec![0f32; rows];
+        let mut scores = vec![0f32; rows * K_BLOCK];
+
+        let kv_end = if s.causal {
+            (i0 + rows).min(s.kv_len)
+        } else {
+            s.kv_len
+        };
+        let mut j0 = 0;
+        while j0 < kv_end {
+            let cols = K_BLOCK.min(kv_end - j0);
+            // scores = q_blk · k_blkᵀ
+            sgemm_serial(
+                rows,
+                dh,
+                cols,
+                MatRef::rows(q.data, q_off, q.ld),
+                MatRef::transposed(k.data, k_base + j0 * k.ld, k.ld),
+                0.0,
+                &mut scores,
+                cols,
+            );
+            for r in 0..rows {
+                let row = &mut scores[r * cols..(r + 1) * cols];
+                // Keys a causal query may not see: j > i.
+                let visible = if s.causal {
+                    (i0 + r + 1).saturating_sub(j0).min(cols)
+                } else {
+                    cols
+                };
+                let mut mx = f32::NEG_INFINITY;
+                for x in row[..visible].iter_mut() {
+                    *x *= s.scale;
+                    mx = mx.max(*x);
+                }
+                let m_new = m[r].max(mx);
+                let mut sum = 0f32;
+                for x in row[..visible].iter_mut() {
+                    *x = exp_f32(*x - m_new);
+                    sum += *x;
+                }
+                for x in row[visible..].iter_mut() {
+                    *x = 0.0;
+                }
+                let corr = if m[r] == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    exp_f32(m[r] - m_new)
+                };
+                l[r] = l[r] * corr + sum;
+                m[r] = m_new;
+                if corr != 1.0 {
+                    for a in &mut acc[r * dh..(r + 1) * dh] {
+                        *a *= corr;
+                    }
+                }
+            }
+            // acc += p · v_blk
+            sgemm_serial(
+                rows,
+                cols,
+                dh,
+                MatRef::rows(&scores, 0, cols),
+                MatRef::rows(v.data, v_base + j0 * v.ld, v.ld),
+                1.0,
+                &mut acc,
+                dh,
+            );
+            j0 += cols;
+        }
+
+        for r in 0..rows {
+            let inv = 1.0 / l[r];
+            let dst = (b * s.q_len + i0 + r) * width + h * dh;
+            // SAFETY: each (b, i, h) slice of `out` belongs to exactly one task.
+            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(dst), dh) };
+            for (o, a) in o.iter_mut().zip(&acc[r * dh..(r + 1) * dh]) {
+                *o = a * inv;
+            }
+        }
+    });
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rnd(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    /// Plain softmax(q·kᵀ·scale)·v in f64.
+    fn naive(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        s: &AttnSpec,
+        ldq: usize,
+        ldk: usize,
+        ldv: usize,
+        cq: usize,
+        ck: usize,
+        cv: usize,
+    ) -> Vec<f64> {
+        let dh = s.head_dim;
+        let w = s.heads * dh;
+        let mut out = vec![0f64; s.batch * s.q_len * w];
+        for b in 0..s.batch {
+            for h in 0..s.heads {
+                for i in 0..s.q_len {
+                    let n = if s.causal { i + 1 } else { s.kv_len };
+                    let mut sc: Vec<f64> = (0..n)
+                        .map(|j| {
+                            (0..dh)
+                                .map(|c| {
+                                    q[(b * s.q_len + i) * ldq + cq + h * dh + c] as f64
+                                        * k[(b * s.kv_len + j) * ldk + ck + h * dh + c] as f64
+                                })
+                                .sum::<f64>()
+                                * s.scale as f64
+                        })
+                        .collect();
+                    let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let mut tot = 0.0;
+                    for x in sc.iter_mut() {
+                        *x = (*x - mx).exp();
+                        tot += *x;
+                    }
+                    for c in 0..dh {
+                        let mut acc = 0.0;
+                        for (j, p) in sc.iter().enumerate() {
+                            acc += p * v[(b * s.kv_len + j) * ldv + cv + h * dh + c] as f64;
+                        }
+                        out[(b * s.q_len + i) * w + h * dh + c] = acc / tot;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_naive_packed_and_causal() {
+        for &(batch, heads, dh, q_len, kv_len, causal) in &[
+            (1, 3, 16, 300, 300, false),
+            (2, 2, 8, 5, 700, false),
+            (1, 2, 12, 333, 333, true),
+            (2, 1, 4, 1, 1, false),
+            (1, 8, 48, 600, 9, false),
+        ] {
+            let w = heads * dh;
+            // q, k, v packed in one [B, N, 3w] tensor when the lengths agree.
+            let packed = q_len == kv_len;
+            let s = AttnSpec {
+                batch,
+                heads,
+                head_dim: dh,
+                q_len,
+                kv_len,
+                scale: 1.0 / (dh as f32).sqrt(),
+                causal,
+            };
+            let (q, k, v, ld, cols) = if packed {
+                let t = rnd(batch * q_len * 3 * w, 7);
+                (t.clone(), t.clone(), t, 3 * w, [0, w, 2 * w])
+            } else {
+                (
+                    rnd(batch * q_len * w, 1),
+                    rnd(batch * kv_len * w, 2),
+                    rnd(batch * kv_len * w, 3),
+                    w,
+                    [0, 0, 0],
+                )
+            };
+            let want = naive(&q, &k, &v, &s, ld, ld, ld, cols[0], cols[1], cols[2]);
+            let mut out = vec![f32::NAN; batch * q_len * w];
+            attention(
+                Operand {
+                    data: &q,
+                    ld,
+                    col: cols[0],
+                },
+                Operand {
+                    data: &k,
+                    ld,
+                    col: cols[1],
+                },
+                Operand {
+                    data: &v,
+                    ld,
+                    col: cols[2],
+                },
+                &s,
+                &mut out,
+            );
+            let mut err = 0f64;
+            let mut norm = 0f64;
+            for (o, w) in out.iter().zip(&want) {
+                assert!(o.is_finite());
+                err += (*o as f64 - w).powi(2);
+                norm += w * w;
+            }
+            assert!(
+                (err / norm).sqrt() < 1e-5,
+                "rel err {}",
+                (err / norm).sqrt()
+            );
+        }
+    }
+}

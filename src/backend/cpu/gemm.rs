@@ -1,0 +1,228 @@
+//! Matrix products on the CPU: `matrixmultiply`'s single-threaded sgemm,
+//! split across the rayon pool by rows (or columns, for short-and-wide
+//! products). One pool does all the CPU parallelism, so kernels called from
+//! inside rayon tasks never oversubscribe the cores.
+
+use rayon::prelude::*;
+
+/// A strided read-only matrix operand.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    /// Element offset of (0, 0).
+    pub offset: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// Row-major `[rows, cols]` with row stride `ld`.
+    pub fn rows(data: &'a [f32], offset: usize, ld: usize) -> Self {
+        MatRef {
+            data,
+            offset,
+            rs: ld,
+            cs: 1,
+        }
+    }
+    /// The transpose of a row-major matrix with row stride `ld`: element
+    /// (i, j) is `data[offset + j·ld + i]`.
+    pub fn transposed(data: &'a [f32], offset: usize, ld: usize) -> Self {
+        MatRef {
+            data,
+            offset,
+            rs: 1,
+            cs: ld,
+        }
+    }
+    fn max_index(&self, rows: usize, cols: usize) -> usize {
+        if rows == 0 || cols == 0 {
+            return self.offset;
+        }
+        self.offset + (rows - 1) * self.rs + (cols - 1) * self.cs
+    }
+    fn sub_rows(self, r0: usize) -> Self {
+        MatRef {
+            offset: self.offset + r0 * self.rs,
+            ..self
+        }
+    }
+    fn sub_cols(self, c0: usize) -> Self {
+        MatRef {
+            offset: self.offset + c0 * self.cs,
+            ..self
+        }
+    }
+}
+
+/// `c[m, n] = a[m, k] · b[k, n] + beta · c`, single-threaded. `c` is
+/// row-major with row stride `ldc` starting at `c[0]`.
+pub fn sgemm_serial(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        a.max_index(m, k) < a.data.len().max(1) || k == 0,
+        "gemm: A out of bounds"
+    );
+    assert!(
+        b.max_index(k, n) < b.data.len().max(1) || k == 0,
+        "gemm: B out of bounds"
+    );
+    assert!((m - 1) * ldc + n <= c.len(), "gemm: C out of bounds");
+    if k == 0 {
+        for i in 0..m {
+            for v in &mut c[i * ldc..i * ldc + n] {
+                *v *= beta;
+            }
+        }
+        return;
+    }
+    // SAFETY: every index the product touches was bounds-checked above; the
+    // operands do not alias `c` (shared borrows vs. a unique borrow).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.data.as_ptr().add(a.offset),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr().add(b.offset),
+            b.rs as isize,
+            b.cs as isize,
+            beta,
+            c.as_mut_ptr(),
+            ldc as isize,
+            1,
+        );
+    }
+}
+
+/// Work below this many multiply-adds runs on the calling thread.
+const PAR_MIN_WORK: usize = 1 << 18;
+
+/// Parallel `c = a·b + beta·c` over the rayon pool (`c` row-major, `ldc` = n
+/// stride, contiguous rows).
+pub fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let work = m.saturating_mul(k).saturating_mul(n);
+    let threads = rayon::current_num_threads().max(1);
+    if work < PAR_MIN_WORK || threads == 1 || (m < 32 && n < 256) {
+        return sgemm_serial(m, k, n, a, b, beta, c, ldc);
+    }
+    if m >= 64 {
+        // Row blocks of 64..512: large enough to amortise B's packing, and
+        // several per thread for balance.
+        let rows = m.div_ceil(threads * 2).clamp(64, 512).next_multiple_of(8);
+        let c = &mut c[..(m - 1) * ldc + n];
+        c.par_chunks_mut(rows * ldc)
+            .enumerate()
+            .for_each(|(i, cc)| {
+                let r0 = i * rows;
+                let mr = rows.min(m - r0);
+                sgemm_serial(mr, k, n, a.sub_rows(r0), b, beta, cc, ldc);
+            });
+    } else {
+        // Short and wide (decoder tokens · weights): split the columns.
+        let cols = n.div_ceil(threads * 2).max(64).next_multiple_of(16);
+        let chunks: Vec<usize> = (0..n).step_by(cols).collect();
+        let cptr = SendPtr(c.as_mut_ptr());
+        let clen = c.len();
+        chunks.into_par_iter().for_each(|c0| {
+            let nc = cols.min(n - c0);
+            // SAFETY: column ranges are disjoint; each task writes only
+            // columns c0..c0+nc of the m rows.
+            let cs = unsafe { std::slice::from_raw_parts_mut(cptr.get().add(c0), clen - c0) };
+            sgemm_serial(m, k, nc, a, b.sub_cols(c0), beta, cs, ldc);
+        });
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0f64;
+                for p in 0..k {
+                    s += a[i * k + p] as f64 * b[p * n + j] as f64;
+                }
+                c[i * n + j] = s as f32;
+            }
+        }
+        c
+    }
+
+    fn rnd(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parallel_matches_naive_for_awkward_sizes() {
+        for &(m, k, n) in &[
+            (1, 7, 5),
+            (3, 64, 700),
+            (130, 33, 77),
+            (517, 40, 129),
+            (8, 768, 2048),
+        ] {
+            let a = rnd(m * k, 1);
+            let b = rnd(k * n, 2);
+            let want = naive(m, k, n, &a, &b);
+            let mut c = vec![f32::NAN; m * n];
+            sgemm(
+                m,
+                k,
+                n,
+                MatRef::rows(&a, 0, k),
+                MatRef::rows(&b, 0, n),
+                0.0,
+                &mut c,
+                n,
+            );
+            for (x, y) in c.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-4, "{m}x{k}x{n}: {x} vs {y}");
+            }
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! The CPU backend: float32, the reference every other backend is tested
+//! against. Matrix products use `matrixmultiply`; parallelism is one rayon
+//! pool (the global one, or the backend's own when built with a thread count).
+
+pub mod attention;
+pub mod gemm;
+pub mod math;
+pub mod norm;
+pub mod tensor;
+pub mod volume;
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+pub use tensor::CpuTensor;
+
+use crate::backend::{Activation, AttnOperand, AttnSpec, Backend, Interp};
+use crate::error::{Error, Result};
+use crate::weights::WeightView;
+use gemm::MatRef;
+
+#[derive(Clone, Default)]
+pub struct CpuBackend {
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+impl CpuBackend {
+    /// Uses rayon's global pool (`RAYON_NUM_THREADS` or all cores).
+    pub fn new() -> Self {
+        CpuBackend { pool: None }
+    }
+
+    /// A backend with its own pool of `threads` workers.
+    pub fn with_threads(threads: usize) -> Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("segvol-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot start {threads} CPU threads: {e}")))?;
+        Ok(CpuBackend {
+            pool: Some(Arc::new(pool)),
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool
+            .as_ref()
+            .map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
+    }
+
+    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
+}
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(Error::Shape(msg()))
+    }
+}
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads, f32)", self.threads())
+    }
+
+    fn upload(&self, data: &[f32], shape: &[usize]) -> Result<CpuTensor> {
+        CpuTensor::from_vec(data.to_vec(), shape)
+    }
+
+    fn download(&self, t: &CpuTensor) -> Result<Vec<f32>> {
+        Ok(t.data().to_vec())
+    }
+
+    fn shape<'a>(&self, t: &'a CpuTensor) -> &'a [usize] {
+        t.shape()
+    }
+
+    fn weight(&self, w: &WeightView<'_>) -> Result<CpuTensor> {
+        if w.dtype == crate::weights::DType::F32 {
+            if let Some(t) = CpuTensor::mapped(w.blob, w.offset, w.shape) {
+                return Ok(t);
+            }
+        }
+        CpuTensor::from_vec(w.to_f32()?.into_owned(), w.shape)
+    }
+
+    fn reshape(&self, t: CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
+        t.reshape(shape)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn repeat_batch(&self, x: &CpuTensor, n: usize) -> Result<CpuTensor> {
+        let shape = x.shape();
+        check(!shape.is_empty(), || "repeat_batch of a scalar".into())?;
+        let item = numel(&shape[1..]);
+        let mut out = Vec::with_capacity(x.len() * n);
+        for it in x.data().chunks(item.max(1)) {
+            for _ in 0..n {
+                out.extend_from_slice(it);
+            }
+        }
+        let mut s = shape.to_vec();
+        s[0] *= n;
+        CpuTensor::from_vec(out, &s)
+    }
+
+    fn slice_batch(&self, x: &CpuTensor, start: usize, len: usize) -> Result<CpuTensor> {
+        let shape = x.shape();
+        check(!shape.is_empty() && start + len <= shape[0], || {
+            format!("slice {start}+{len} of {shape:?}")
+        })?;
+        let item = numel(&shape[1..]);
+        let mut s = shape.to_vec();
+        s[0] = len;
+        CpuTensor::from_vec(x.data()[start * item..(start + len) * item].to_vec(), &s)
+    }
+
+    fn concat_batch(&self, xs: &[&CpuTensor]) -> Result<CpuTensor> {
+        check(!xs.is_empty(), || "concat of nothing".into())?;
+        let tail = &xs[0].shape()[1..];
+        let mut out = Vec::new();
+        let mut n0 = 0;
+        for x in xs {
+            check(&x.shape()[1..] == tail, || {
+                format!("concat {:?} with {:?}", xs[0].shape(), x.shape())
+            })?;
+            out.extend_from_slice(x.data());
+            n0 += x.shape()[0];
+        }
+        let mut s = vec![n0];
+        s.extend_from_slice(tail);
+        CpuTensor::from_vec(out, &s)
+    }
+
+    fn narrow_rows(&self, x: &CpuTensor, start: usize, len: usize) -> Result<CpuTensor> {
+        let s = x.shape();
+        check(s.len() == 3 && start + len <= s[1], || {
+            format!("narrow rows {start}+{len} of {s:?}")
+        })?;
+        let (b, n, c) = (s[0], s[1], s[2]);
+        let mut out = Vec::with_capacity(b * len * c);
+        for bi in 0..b {
+            out.extend_from_slice(&x.data()[(bi * n + start) * c..(bi * n + start + len) * c]);
+        }
+        CpuTensor::from_vec(out, &[b, len, c])
+    }
+
+    fn linear(
+        &self,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        b: Option<&CpuTensor>,
+        act: Activation,
+        residual: Option<&CpuTensor>,
+    ) -> Result<CpuTensor> {
+        let (xs, ws) = (x.shape(), w.shape());
+        check(
+            ws.len() == 2 && !xs.is_empty() && xs[xs.len() - 1] == ws[1],
+            || format!("linear {xs:?} · {ws:?}ᵀ"),
+        )?;
+        let (n, k) = (ws[0], ws[1]);
+        let m = x.len() / k;
+        let mut shape = xs.to_vec();
+        *shape.last_mut().unwrap() = n;
+        if let Some(b) = b {
+            check(b.len() == n, || {
+                format!("linear bias {:?} for {n} outputs", b.shape())
+            })?;
+        }
+        if let Some(r) = residual {
+            check(r.shape() == shape.as_slice(), || {
+                format!("linear residual {:?} for {shape:?}", r.shape())
+            })?;
+            check(act == Activation::None, || {
+                "linear: residual with an activation".into()
+            })?;
+        }
+        let out = self.run(|| {
+            // With a residual, C starts as residual + bias and the product
+            // accumulates into it; otherwise the epilogue adds bias and act.
+            let mut out = match residual {
+                Some(r) => r.data().to_vec(),
+                None => vec![0f32; m * n],
+            };
+            if residual.is_some() {
+                if let Some(b) = b {
+                    out.par_chunks_mut(n)
+                        .for_each(|row| row.iter_mut().zip(b.data()).for_each(|(o, b)| *o += b));
+                }
+            }
+            let beta = if residual.is_some() { 1.0 } else { 0.0 };
+            gemm::sgemm(
+                m,
+                k,
+                n,
+                MatRef::rows(x.data(), 0, k),
+                MatRef::transposed(w.data(), 0, k),
+                beta,
+                &mut out,
+                n,
+            );
+            if residual.is_none() && (b.is_some() || act != Activation::None) {
+                out.par_chunks_mut(n * 8.max(4096 / n.max(1)))
+                    .for_each(|rows| {
+                        for row in rows.chunks_mut(n) {
+                            if let Some(b) = b {
+                                row.iter_mut().zip(b.data()).for_each(|(o, b)| *o += b);
+                            }
+                            math::act_inplace(row, act);
+                        }
+                    });
+            }
+            out
+        });
+        CpuTensor::from_vec(out, &shape)
+    }
+
+    fn bmm_nt(&self, x: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {
+        let (xs, ws) = (x.shape(), w.shape());
+        check(
+            xs.len() == 3 && ws.len() == 3 && xs[0] == ws[0] && xs[2] == ws[2],
+            || format!("bmm {xs:?} · {ws:?}ᵀ"),
+        )?;
+        let (bn, m, k, n) = (xs[0], xs[1], xs[2], ws[1]);
+        let out = self.run(|| {
+            let mut out = vec![0f32; bn * m * n];
+            for (bi, o) in out.chunks_mut(m * n).enumerate() {
+                gemm::sgemm(
+                    m,
+                    k,
+                    n,
+                    MatRef::rows(x.data(), bi * m * k, k),
+                    MatRef::transposed(w.data(), bi * n * k, k),
+                    0.0,
+                    o,
+                    n,
+                );
+            }
+            out
+        });
+        CpuTensor::from_vec(out, &[bn, m, n])
+    }
+
+    fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        check(a.shape() == b.shape(), || {
+            format!("add {:?} + {:?}", a.shape(), b.shape())
+        })?;
+        let out = self.run(|| {
+            let mut out = a.data().to_vec();
+            out.par_chunks_mut(1 << 14)
+                .zip(b.data().par_chunks(1 << 14))
+                .for_each(|(o, b)| o.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+            out
+        });
+        CpuTensor::from_vec(out, a.shape())
+    }
+
+    fn add_broadcast(&self, x: &CpuTensor, v: &CpuTensor) -> Result<CpuTensor> {
+        let (xs, vs) = (x.shape(), v.shape());
+        // Leading 1s of v do not count: [1, N, C] broadcasts like [N, C].
+        let vs_trim: &[usize] = {
+            let lead = vs
+                .iter()
+                .take_while(|&&d| d == 1)
+                .count()
+                .min(vs.len().saturating_sub(1));
+            &vs[lead..]
+        };
+        check(xs.len() >= vs_trim.len() && xs.ends_with(vs_trim), || {
+            format!("broadcast {vs:?} over {xs:?}")
+        })?;
+        let n = v.len();
+        let out = self.run(|| {
+            let mut out = x.data().to_vec();
+            out.par_chunks_mut(n)
+                .for_each(|o| o.iter_mut().zip(v.data()).for_each(|(o, v)| *o += v));
+            out
+        });
+        CpuTensor::from_vec(out, xs)
+    }
+
+    fn layer_norm(
+        &self,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        b: &CpuTensor,
+        eps: f32,
+    ) -> Result<CpuTensor> {
+        let c = *x.shape().last().unwrap_or(&0);
+        check(w.len() == c && b.len() == c, || {
+            format!("layer_norm {:?} with affine {:?}", x.shape(), w.shape())
+        })?;
+        let mut out = vec![0f32; x.len()];
+        self.run(|| norm::layer_norm_rows(x.data(), w.data(), b.data(), eps, &mut out));
+        CpuTensor::from_vec(out, x.shape())
+    }
+
+    fn layer_norm_item(
+        &self,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        b: &CpuTensor,
+        eps: f32,
+        act: Activation,
+    ) -> Result<CpuTensor> {
+        let s = x.shape();
+        check(!s.is_empty(), || "layer_norm_item of a scalar".into())?;
+        let item = numel(&s[1..]);
+        check(w.len() == item && b.len() == item, || {
+            format!("layer_norm_item {s:?} with affine {:?}", w.shape())
+        })?;
+        let mut out = vec![0f32; x.len()];
+        self.run(|| {
+            for (o, xi) in out.chunks_mut(item).zip(x.data().chunks(item)) {
+                norm::layer_norm_item(xi, w.data(), b.data(), eps, act, o);
+            }
+        });
+        CpuTensor::from_vec(out, s)
+    }
+
+    fn attention(
+        &self,
+        q: AttnOperand<'_, CpuTensor>,
+        k: AttnOperand<'_, CpuTensor>,
+        v: AttnOperand<'_, CpuTensor>,
+        s: &AttnSpec,
+    ) -> Result<CpuTensor> {
+        let width = s.heads * s.head_dim;
+        fn op<'t>(
+            o: &AttnOperand<'t, CpuTensor>,
+            len: usize,
+            width: usize,
+            s: &AttnSpec,
+            what: &str,
+        ) -> Result<attention::Operand<'t>> {
+            let sh = o.t.shape();
+            check(
+                sh.len() == 3 && sh[0] == s.batch && sh[1] == len && o.col + width <= sh[2],
+                || format!("attention {what} {sh:?} (col {}) for {s:?}", o.col),
+            )?;
+            Ok(attention::Operand {
+                data: o.t.data(),
+                ld: sh[2],
+                col: o.col,
+            })
+        }
+        let (qo, ko, vo) = (
+            op(&q, s.q_len, width, s, "q")?,
+            op(&k, s.kv_len, width, s, "k")?,
+            op(&v, s.kv_len, width, s, "v")?,
+        );
+        check(!s.causal || s.q_len == s.kv_len, || {
+            "causal attention needs q_len == kv_len".into()
+        })?;
+        let mut out = vec![0f32; s.batch * s.q_len * width];
+        self.run(|| attention::attention(qo, ko, vo, s, &mut out));
+        CpuTensor::from_vec(out, &[s.batch, s.q_len, width])
+    }
+
+    fn patch_embed(
+        &self,
+        image: &CpuTensor,
+        w: &CpuTensor,
+        b: &CpuTensor,
+        pos: &CpuTensor,
+        patch: [usize; 3],
+    ) -> Result<CpuTensor> {
+        let s = image.shape();
+        check(s.len() == 5 && s[1] == 1, || {
+            format!("patch_embed image {s:?}, expected [B, 1, D, H, W]")
+        })?;
+        let dims = [s[2], s[3], s[4]];
+        check(
+            (0..3).all(|a| patch[a] > 0 && dims[a] % patch[a] == 0),
+            || format!("image {dims:?} not divisible by patch {patch:?}"),
+        )?;
+        let n: usize = (0..3).map(|a| dims[a] / patch[a]).product();
+        let c = b.len();
+        check(w.shape() == [c, numel(&patch)], || {
+            format!("patch weight {:?}", w.shape())
+        })?;
+        check(pos.len() == n * c, || {
+            format!("position embedding {:?} for {n} tokens", pos.shape())
+        })?;
+        let mut out = vec![0f32; s[0] * n * c];
+        self.run(|| {
+            volume::patch_embed(
+                image.data(),
+                dims,
+                s[0],
+                w.data(),
+                b.data(),
+                pos.data(),
+                patch,
+                &mut out,
+            )
+        });
+        CpuTensor::from_vec(out, &[s[0], n, c])
+    }
+
+    fn conv_transpose_k2s2(
+        &self,
+        x: &CpuTensor,
+        grid: [usize; 3],
+        w: &CpuTensor,
+        b: &CpuTensor,
+        act: Activation,
+    ) -> Result<CpuTensor> {
+        let s = x.shape();
+        let ws = w.shape();
+        check(s.len() == 3 && s[1] == numel(&grid), || {
+            format!("conv_transpose input {s:?} over grid {grid:?}")
+        })?;
+        check(
+            ws.len() == 5 && ws[0] == s[2] && ws[2..] == [2, 2, 2] && b.len() == ws[1],
+            || format!("conv_transpose weight {ws:?}"),
+        )?;
+        let cout = ws[1];
+        let mut out = vec![0f32; s[0] * 8 * s[1] * cout];
+        self.run(|| {
+            volume::conv_transpose_k2s2(
+                x.data(),
+                s[0],
+                grid,
+                s[2],
+                w.data(),
+                b.data(),
+                act,
+                &mut out,
+            )
+        });
+        CpuTensor::from_vec(out, &[s[0], 8 * s[1], cout])
+    }
+
+    fn resize(&self, x: &CpuTensor, out: [usize; 3], mode: Interp) -> Result<CpuTensor> {
+        let s = x.shape();
+        check(
+            s.len() == 5 && s[2..].iter().all(|&d| d > 0) && out.iter().all(|&d| d > 0),
+            || format!("resize {s:?} to {out:?}"),
+        )?;
+        let planes = s[0] * s[1];
+        let mut o = vec![0f32; planes * numel(&out)];
+        self.run(|| volume::resize(x.data(), planes, [s[2], s[3], s[4]], out, mode, &mut o));
+        CpuTensor::from_vec(o, &[s[0], s[1], out[0], out[1], out[2]])
+    }
+}

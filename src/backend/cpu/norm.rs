@@ -1,0 +1,59 @@
+//! LayerNorms. Statistics are accumulated in f64: as exact as PyTorch's f32
+//! cascade or better, and cheap next to the matrix products.
+
+use rayon::prelude::*;
+
+use super::math::act_inplace;
+use crate::backend::Activation;
+
+/// Row-wise LayerNorm: `x` is `[rows, c]`.
+pub fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+    let c = w.len();
+    out.par_chunks_mut(c * 16)
+        .zip(x.par_chunks(c * 16))
+        .for_each(|(o, x)| {
+            for (o, x) in o.chunks_mut(c).zip(x.chunks(c)) {
+                let mean = x.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
+                let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / c as f64;
+                let rstd = 1.0 / (var + eps as f64).sqrt();
+                let (mean, rstd) = (mean as f32, rstd as f32);
+                for i in 0..c {
+                    o[i] = (x[i] - mean) * rstd * w[i] + b[i];
+                }
+            }
+        });
+}
+
+/// LayerNorm of a whole item (one mean and variance over all of `x`), then
+/// the per-element affine and `act`.
+pub fn layer_norm_item(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    eps: f32,
+    act: Activation,
+    out: &mut [f32],
+) {
+    const CHUNK: usize = 1 << 14;
+    let n = x.len() as f64;
+    let mean = x
+        .par_chunks(CHUNK)
+        .map(|c| c.iter().map(|&v| v as f64).sum::<f64>())
+        .sum::<f64>()
+        / n;
+    let var = x
+        .par_chunks(CHUNK)
+        .map(|c| c.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+        .sum::<f64>()
+        / n;
+    let rstd = (1.0 / (var + eps as f64).sqrt()) as f32;
+    let mean = mean as f32;
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, o)| {
+        let base = ci * CHUNK;
+        for (i, o) in o.iter_mut().enumerate() {
+            let j = base + i;
+            *o = (x[j] - mean) * rstd * w[j] + b[j];
+        }
+        act_inplace(o, act);
+    });
+}

@@ -1,0 +1,292 @@
+//! Volume ops: patch embedding, transposed convolution, resizes.
+
+use rayon::prelude::*;
+
+use super::gemm::{sgemm, sgemm_serial, MatRef};
+use super::math::act_inplace;
+use crate::backend::{Activation, Interp};
+
+/// image `[B, 1, D, H, W]` → `[B, N, C]` (see `Backend::patch_embed`).
+#[allow(clippy::too_many_arguments)]
+pub fn patch_embed(
+    image: &[f32],
+    dims: [usize; 3],
+    batch: usize,
+    w: &[f32],
+    b: &[f32],
+    pos: &[f32],
+    patch: [usize; 3],
+    out: &mut [f32],
+) {
+    let [d, h, wd] = dims;
+    let [pd, ph, pw] = patch;
+    let grid = [d / pd, h / ph, wd / pw];
+    let n = grid[0] * grid[1] * grid[2];
+    let p = pd * ph * pw;
+    let c = b.len();
+    // im2col: one row of p voxels per token, C order (pd, ph, pw).
+    let mut cols = vec![0f32; batch * n * p];
+    cols.par_chunks_mut(p).enumerate().for_each(|(row, dst)| {
+        let bi = row / n;
+        let t = row % n;
+        let (ga, gb, gc) = (
+            t / (grid[1] * grid[2]),
+            (t / grid[2]) % grid[1],
+            t % grid[2],
+        );
+        let img = &image[bi * d * h * wd..];
+        for i in 0..pd {
+            for j in 0..ph {
+                let src = ((ga * pd + i) * h + gb * ph + j) * wd + gc * pw;
+                dst[(i * ph + j) * pw..(i * ph + j + 1) * pw].copy_from_slice(&img[src..src + pw]);
+            }
+        }
+    });
+    // out starts as bias + position embedding, then accumulates the product.
+    out.par_chunks_mut(c).enumerate().for_each(|(row, o)| {
+        let t = row % n;
+        for k in 0..c {
+            o[k] = b[k] + pos[t * c + k];
+        }
+    });
+    sgemm(
+        batch * n,
+        p,
+        c,
+        MatRef::rows(&cols, 0, p),
+        MatRef::transposed(w, 0, p),
+        1.0,
+        out,
+        c,
+    );
+}
+
+/// ConvTranspose3d k2 s2 on channels-last data (see `Backend::conv_transpose_k2s2`).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose_k2s2(
+    x: &[f32],
+    batch: usize,
+    grid: [usize; 3],
+    cin: usize,
+    w: &[f32],
+    bias: &[f32],
+    act: Activation,
+    out: &mut [f32],
+) {
+    let cout = bias.len();
+    let [gd, gh, gw] = grid;
+    let s = gd * gh * gw;
+    let (oh, ow) = (2 * gh, 2 * gw);
+    let n8 = cout * 8;
+    // One task per input row of voxels (fixed b, z, y): its 8·gw outputs are
+    // disjoint from every other task's.
+    let rows = batch * gd * gh;
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    (0..rows).into_par_iter().for_each_init(
+        || vec![0f32; gw * n8],
+        |tmp, r| {
+            let bi = r / (gd * gh);
+            let z = (r / gh) % gd;
+            let y = r % gh;
+            let x0 = (bi * s + (z * gh + y) * gw) * cin;
+            // w as [cin, cout·8] row-major is exactly PyTorch's (in, out, kd, kh, kw).
+            sgemm_serial(
+                gw,
+                cin,
+                n8,
+                MatRef::rows(x, x0, cin),
+                MatRef::rows(w, 0, n8),
+                0.0,
+                tmp,
+                n8,
+            );
+            for xx in 0..gw {
+                let t = &tmp[xx * n8..(xx + 1) * n8];
+                for kk in 0..8 {
+                    let (kd, kh, kw) = (kk >> 2, (kk >> 1) & 1, kk & 1);
+                    let opos = ((2 * z + kd) * oh + 2 * y + kh) * ow + 2 * xx + kw;
+                    let dst = (bi * 8 * s + opos) * cout;
+                    // SAFETY: (bi, opos) is written by this task only.
+                    let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(dst), cout) };
+                    for co in 0..cout {
+                        o[co] = t[co * 8 + kk] + bias[co];
+                    }
+                    act_inplace(o, act);
+                }
+            }
+        },
+    );
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Source index of output `dst` along one axis for the nearest modes,
+/// exactly as ATen computes it on the CPU.
+pub fn nearest_index(mode: Interp, dst: usize, input: usize, output: usize) -> usize {
+    let scale = input as f32 / output as f32;
+    match mode {
+        Interp::Nearest => {
+            if output == input {
+                dst
+            } else if output == 2 * input {
+                dst >> 1
+            } else {
+                (((dst as f32) * scale).floor() as usize).min(input - 1)
+            }
+        }
+        Interp::NearestExact => {
+            // ATen: floorf((dst_index + 0.5) * scale), the product in double.
+            ((((dst as f64 + 0.5) * scale as f64) as f32).floor() as usize).min(input - 1)
+        }
+        Interp::Trilinear => unreachable!("not a nearest mode"),
+    }
+}
+
+/// Linear interpolation taps along one axis (align_corners=False):
+/// (i0, i1, λ0, λ1), as ATen's `compute_source_index_and_lambda`.
+pub fn linear_taps(dst: usize, input: usize, output: usize) -> (usize, usize, f32, f32) {
+    if input == output {
+        return (dst, dst, 1.0, 0.0);
+    }
+    let scale = input as f32 / output as f32;
+    let real = (scale * (dst as f32 + 0.5) - 0.5).max(0.0);
+    let i0 = (real.floor() as usize).min(input - 1);
+    let l1 = (real - i0 as f32).clamp(0.0, 1.0);
+    let i1 = if i0 < input - 1 { i0 + 1 } else { i0 };
+    (i0, i1, 1.0 - l1, l1)
+}
+
+/// `F.interpolate` of `[planes, D, H, W]` (planes = B·C).
+pub fn resize(
+    x: &[f32],
+    planes: usize,
+    inp: [usize; 3],
+    out_dims: [usize; 3],
+    mode: Interp,
+    out: &mut [f32],
+) {
+    let [id, ih, iw] = inp;
+    let [od, oh, ow] = out_dims;
+    let plane_out = od * oh * ow;
+    match mode {
+        Interp::Nearest | Interp::NearestExact => {
+            let sd: Vec<usize> = (0..od).map(|i| nearest_index(mode, i, id, od)).collect();
+            let sh: Vec<usize> = (0..oh).map(|i| nearest_index(mode, i, ih, oh)).collect();
+            let sw: Vec<usize> = (0..ow).map(|i| nearest_index(mode, i, iw, ow)).collect();
+            out.par_chunks_mut(ow).enumerate().for_each(|(r, o)| {
+                let p = r / (od * oh);
+                let z = (r / oh) % od;
+                let y = r % oh;
+                let src = &x[p * id * ih * iw + (sd[z] * ih + sh[y]) * iw..];
+                for (o, &s) in o.iter_mut().zip(&sw) {
+                    *o = src[s];
+                }
+            });
+        }
+        Interp::Trilinear => {
+            let td: Vec<_> = (0..od).map(|i| linear_taps(i, id, od)).collect();
+            let th: Vec<_> = (0..oh).map(|i| linear_taps(i, ih, oh)).collect();
+            let tw: Vec<_> = (0..ow).map(|i| linear_taps(i, iw, ow)).collect();
+            out.par_chunks_mut(ow).enumerate().for_each(|(r, o)| {
+                let p = r / (od * oh);
+                let (d0, d1, ld0, ld1) = td[(r / oh) % od];
+                let (h0, h1, lh0, lh1) = th[r % oh];
+                let base = &x[p * id * ih * iw..];
+                let row = |d: usize, h: usize| &base[(d * ih + h) * iw..(d * ih + h + 1) * iw];
+                let (r00, r01, r10, r11) = (row(d0, h0), row(d0, h1), row(d1, h0), row(d1, h1));
+                // Same nesting as ATen's Interpolate<3>: w innermost, d outermost.
+                for (o, &(w0, w1, lw0, lw1)) in o.iter_mut().zip(&tw) {
+                    let a = (r00[w0] * lw0 + r00[w1] * lw1) * lh0
+                        + (r01[w0] * lw0 + r01[w1] * lw1) * lh1;
+                    let b = (r10[w0] * lw0 + r10[w1] * lw1) * lh0
+                        + (r11[w0] * lw0 + r11[w1] * lw1) * lh1;
+                    *o = a * ld0 + b * ld1;
+                }
+            });
+        }
+    }
+    debug_assert_eq!(out.len(), planes * plane_out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rules() {
+        // out == in copies; out == 2·in halves; otherwise floor(dst·s).
+        assert_eq!(nearest_index(Interp::Nearest, 5, 10, 10), 5);
+        assert_eq!(nearest_index(Interp::Nearest, 7, 10, 20), 3);
+        assert_eq!(
+            (0..5)
+                .map(|i| nearest_index(Interp::Nearest, i, 3, 5))
+                .collect::<Vec<_>>(),
+            vec![0, 0, 1, 1, 2]
+        );
+        assert_eq!(
+            (0..4)
+                .map(|i| nearest_index(Interp::NearestExact, i, 10, 4))
+                .collect::<Vec<_>>(),
+            vec![1, 3, 6, 8]
+        );
+        assert_eq!(
+            (0..5)
+                .map(|i| nearest_index(Interp::NearestExact, i, 3, 5))
+                .collect::<Vec<_>>(),
+            vec![0, 0, 1, 2, 2]
+        );
+    }
+
+    #[test]
+    fn linear_taps_match_pytorch() {
+        // 64 -> 256: src = 0.25·(i+0.5) − 0.5, clamped at 0.
+        assert_eq!(linear_taps(0, 64, 256), (0, 1, 1.0, 0.0));
+        assert_eq!(linear_taps(2, 64, 256), (0, 1, 0.875, 0.125));
+        assert_eq!(linear_taps(255, 64, 256), (63, 63, 0.625, 0.375));
+        assert_eq!(linear_taps(7, 32, 32), (7, 7, 1.0, 0.0));
+    }
+
+    #[test]
+    fn conv_transpose_matches_direct_definition() {
+        let (b, cin, cout, g) = (2usize, 5usize, 3usize, [2usize, 3usize, 2usize]);
+        let s = g[0] * g[1] * g[2];
+        let x: Vec<f32> = (0..b * s * cin)
+            .map(|i| ((i * 37 % 17) as f32 - 8.0) * 0.1)
+            .collect();
+        let w: Vec<f32> = (0..cin * cout * 8)
+            .map(|i| ((i * 13 % 11) as f32 - 5.0) * 0.07)
+            .collect();
+        let bias = vec![0.1, -0.2, 0.3];
+        let mut out = vec![f32::NAN; b * 8 * s * cout];
+        conv_transpose_k2s2(&x, b, g, cin, &w, &bias, Activation::None, &mut out);
+        let o = [2 * g[0], 2 * g[1], 2 * g[2]];
+        for bi in 0..b {
+            for z in 0..o[0] {
+                for y in 0..o[1] {
+                    for xx in 0..o[2] {
+                        for co in 0..cout {
+                            let (iz, iy, ix) = (z / 2, y / 2, xx / 2);
+                            let (kd, kh, kw) = (z % 2, y % 2, xx % 2);
+                            let mut want = bias[co] as f64;
+                            for ci in 0..cin {
+                                let xi = (bi * s + (iz * g[1] + iy) * g[2] + ix) * cin + ci;
+                                let wi = ((ci * cout + co) * 2 + kd) * 4 + kh * 2 + kw;
+                                want += x[xi] as f64 * w[wi] as f64;
+                            }
+                            let got = out[(bi * 8 * s + (z * o[1] + y) * o[2] + xx) * cout + co];
+                            assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! segvol: inference for SegVol, the universal and interactive 3D CT
+//! segmentation model, on CPU and CUDA.
+//!
+//! The library is layered: [`weights`] reads checkpoints, [`backend`] holds the
+//! numeric ops (CPU and CUDA), [`model`] is the network written once against
+//! the backend trait, [`pipeline`] is the zoom-out-zoom-in algorithm, and
+//! [`io`] reads and writes NIfTI volumes. The `segvol` binary is a thin CLI
+//! over these.
+
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod weights;
+
+pub use config::ModelConfig;
+pub use error::{Error, Result};
