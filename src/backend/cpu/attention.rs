@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use super::gemm::{sgemm_serial, MatRef};
 use super::math::exp_f32;
+use super::simd;
 use crate::backend::AttnSpec;
 
 const Q_BLOCK: usize = 128;
@@ -71,17 +72,8 @@ pub fn attention(q: Operand<'_>, k: Operand<'_>, v: Operand<'_>, s: &AttnSpec, o
                 } else {
                     cols
                 };
-                let mut mx = f32::NEG_INFINITY;
-                for x in row[..visible].iter_mut() {
-                    *x *= s.scale;
-                    mx = mx.max(*x);
-                }
-                let m_new = m[r].max(mx);
-                let mut sum = 0f32;
-                for x in row[..visible].iter_mut() {
-                    *x = exp_f32(*x - m_new);
-                    sum += *x;
-                }
+                let m_new = m[r].max(simd::max_scaled(&row[..visible], s.scale));
+                let sum = simd::exp_scaled_sum(&mut row[..visible], s.scale, m_new);
                 for x in row[visible..].iter_mut() {
                     *x = 0.0;
                 }

@@ -114,6 +114,7 @@ const PAR_MIN_WORK: usize = 1 << 18;
 
 /// Parallel `c = a·b + beta·c` over the rayon pool (`c` row-major, `ldc` = n
 /// stride, contiguous rows).
+#[allow(clippy::too_many_arguments)]
 pub fn sgemm(
     m: usize,
     k: usize,
@@ -124,23 +125,61 @@ pub fn sgemm(
     c: &mut [f32],
     ldc: usize,
 ) {
+    sgemm_fused(m, k, n, a, b, beta, c, ldc, None, None)
+}
+
+/// Work on a block of C's rows: called with the block's first row and its
+/// rows (`rows·ldc` values, the last block possibly shorter).
+pub type RowsFn<'f> = &'f (dyn Fn(usize, &mut [f32]) + Sync);
+
+/// [`sgemm`] with per-block hooks: `pre` runs on each block of C's rows just
+/// before the block's product (to initialise C for `beta = 1`), `post` right
+/// after it, while the block is still in cache (bias, activation). Every row
+/// sees `pre`, product, `post` in that order exactly once.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_fused(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    pre: Option<RowsFn<'_>>,
+    post: Option<RowsFn<'_>>,
+) {
+    if m == 0 {
+        return;
+    }
+    let c = &mut c[..(m - 1) * ldc + n];
     let work = m.saturating_mul(k).saturating_mul(n);
     let threads = rayon::current_num_threads().max(1);
-    if work < PAR_MIN_WORK || threads == 1 || (m < 32 && n < 256) {
-        return sgemm_serial(m, k, n, a, b, beta, c, ldc);
-    }
-    if m >= 64 {
+    let serial = work < PAR_MIN_WORK || threads == 1 || (m < 32 && n < 256);
+    if !serial && m >= 64 {
         // Row blocks of 64..512: large enough to amortise B's packing, and
         // several per thread for balance.
         let rows = m.div_ceil(threads * 2).clamp(64, 512).next_multiple_of(8);
-        let c = &mut c[..(m - 1) * ldc + n];
         c.par_chunks_mut(rows * ldc)
             .enumerate()
             .for_each(|(i, cc)| {
                 let r0 = i * rows;
                 let mr = rows.min(m - r0);
+                if let Some(f) = pre {
+                    f(r0, cc);
+                }
                 sgemm_serial(mr, k, n, a.sub_rows(r0), b, beta, cc, ldc);
+                if let Some(f) = post {
+                    f(r0, cc);
+                }
             });
+        return;
+    }
+    if let Some(f) = pre {
+        f(0, c);
+    }
+    if serial {
+        sgemm_serial(m, k, n, a, b, beta, c, ldc);
     } else {
         // Short and wide (decoder tokens · weights): split the columns.
         let cols = n.div_ceil(threads * 2).max(64).next_multiple_of(16);
@@ -154,6 +193,9 @@ pub fn sgemm(
             let cs = unsafe { std::slice::from_raw_parts_mut(cptr.get().add(c0), clen - c0) };
             sgemm_serial(m, k, nc, a, b.sub_cols(c0), beta, cs, ldc);
         });
+    }
+    if let Some(f) = post {
+        f(0, c);
     }
 }
 

@@ -6,6 +6,7 @@ pub mod attention;
 pub mod gemm;
 pub mod math;
 pub mod norm;
+pub mod simd;
 pub mod tensor;
 pub mod volume;
 
@@ -191,21 +192,36 @@ impl Backend for CpuBackend {
                 "linear: residual with an activation".into()
             })?;
         }
+        let bias = b.map(|b| b.data());
         let out = self.run(|| {
-            // With a residual, C starts as residual + bias and the product
-            // accumulates into it; otherwise the epilogue adds bias and act.
-            let mut out = match residual {
-                Some(r) => r.data().to_vec(),
-                None => vec![0f32; m * n],
-            };
-            if residual.is_some() {
-                if let Some(b) = b {
-                    out.par_chunks_mut(n)
-                        .for_each(|row| row.iter_mut().zip(b.data()).for_each(|(o, b)| *o += b));
+            let mut out = vec![0f32; m * n];
+            // Both hooks run per block of rows, next to that block's product,
+            // so C is touched while it is in cache: with a residual, C starts
+            // as residual + bias and the product accumulates into it;
+            // otherwise bias and activation follow the product.
+            let init = |r0: usize, c: &mut [f32]| {
+                let r = &residual.expect("init only with a residual").data()[r0 * n..];
+                for (o, r) in c.chunks_mut(n).zip(r.chunks(n)) {
+                    o.copy_from_slice(r);
+                    if let Some(b) = bias {
+                        simd::bias_act_inplace(o, Some(b), Activation::None);
+                    }
                 }
-            }
-            let beta = if residual.is_some() { 1.0 } else { 0.0 };
-            gemm::sgemm(
+            };
+            let epilogue = |_r0: usize, c: &mut [f32]| {
+                for row in c.chunks_mut(n) {
+                    simd::bias_act_inplace(row, bias, act);
+                }
+            };
+            let (beta, pre, post): (f32, Option<gemm::RowsFn<'_>>, Option<gemm::RowsFn<'_>>) =
+                match residual {
+                    Some(_) => (1.0, Some(&init), None),
+                    None if bias.is_some() || act != Activation::None => {
+                        (0.0, None, Some(&epilogue))
+                    }
+                    None => (0.0, None, None),
+                };
+            gemm::sgemm_fused(
                 m,
                 k,
                 n,
@@ -214,18 +230,9 @@ impl Backend for CpuBackend {
                 beta,
                 &mut out,
                 n,
+                pre,
+                post,
             );
-            if residual.is_none() && (b.is_some() || act != Activation::None) {
-                out.par_chunks_mut(n * 8.max(4096 / n.max(1)))
-                    .for_each(|rows| {
-                        for row in rows.chunks_mut(n) {
-                            if let Some(b) = b {
-                                row.iter_mut().zip(b.data()).for_each(|(o, b)| *o += b);
-                            }
-                            math::act_inplace(row, act);
-                        }
-                    });
-            }
             out
         });
         CpuTensor::from_vec(out, &shape)

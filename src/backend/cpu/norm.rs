@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::math::act_inplace;
+use super::simd;
 use crate::backend::Activation;
 
 /// Row-wise LayerNorm: `x` is `[rows, c]`.
@@ -13,13 +13,7 @@ pub fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32
         .zip(x.par_chunks(c * 16))
         .for_each(|(o, x)| {
             for (o, x) in o.chunks_mut(c).zip(x.chunks(c)) {
-                let mean = x.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
-                let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / c as f64;
-                let rstd = 1.0 / (var + eps as f64).sqrt();
-                let (mean, rstd) = (mean as f32, rstd as f32);
-                for i in 0..c {
-                    o[i] = (x[i] - mean) * rstd * w[i] + b[i];
-                }
+                simd::layer_norm_row(x, w, b, eps, o);
             }
         });
 }
@@ -36,24 +30,17 @@ pub fn layer_norm_item(
 ) {
     const CHUNK: usize = 1 << 14;
     let n = x.len() as f64;
-    let mean = x
-        .par_chunks(CHUNK)
-        .map(|c| c.iter().map(|&v| v as f64).sum::<f64>())
-        .sum::<f64>()
-        / n;
+    let mean = x.par_chunks(CHUNK).map(simd::sum).sum::<f64>() / n;
     let var = x
         .par_chunks(CHUNK)
-        .map(|c| c.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+        .map(|c| simd::sq_dev_sum(c, mean))
         .sum::<f64>()
         / n;
     let rstd = (1.0 / (var + eps as f64).sqrt()) as f32;
     let mean = mean as f32;
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, o)| {
-        let base = ci * CHUNK;
-        for (i, o) in o.iter_mut().enumerate() {
-            let j = base + i;
-            *o = (x[j] - mean) * rstd * w[j] + b[j];
-        }
-        act_inplace(o, act);
+        let r = ci * CHUNK..ci * CHUNK + o.len();
+        simd::normalize(&x[r.clone()], mean, rstd, &w[r.clone()], &b[r], o);
+        simd::bias_act_inplace(o, None, act);
     });
 }
