@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use segvol::backend::cpu::simd::{self, Isa};
 use segvol::backend::cpu::{CpuBackend, CpuTensor};
 use segvol::backend::{Activation, AttnOperand, AttnSpec, Backend, Interp};
 
@@ -330,5 +331,47 @@ fn vit_block(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, linears, attention, norms_and_volumes, vit_block);
+/// The vectorised elementwise kernels against their scalar instances, one
+/// thread, on one ViT MLP activation (2048×3072) and one head's scores.
+fn elementwise(c: &mut Criterion) {
+    let cpu = backend();
+    let mut g = config(c);
+    let n = TOKENS * MLP;
+    let x = rnd(&cpu, &[n], 41, 4.0);
+    let x = x.data();
+    let mut buf = x.to_vec();
+    for isa in Isa::available() {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("gelu_2048x3072_{isa:?}"), |bch| {
+            bch.iter(|| {
+                buf.copy_from_slice(x);
+                simd::gelu_inplace_on(isa, &mut buf)
+            })
+        });
+        let scores = &x[..TOKENS * TOKENS];
+        let mut sbuf = scores.to_vec();
+        g.throughput(Throughput::Elements((TOKENS * TOKENS) as u64));
+        g.bench_function(format!("softmax_exp_2048x2048_{isa:?}"), |bch| {
+            bch.iter(|| {
+                sbuf.copy_from_slice(scores);
+                let mut tot = 0f32;
+                for row in sbuf.chunks_mut(512) {
+                    let m = simd::max_scaled_on(isa, row, 0.125);
+                    tot += simd::exp_scaled_sum_on(isa, row, 0.125, m);
+                }
+                tot
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    linears,
+    attention,
+    norms_and_volumes,
+    vit_block,
+    elementwise
+);
 criterion_main!(benches);

@@ -10,8 +10,23 @@ use super::math::exp_f32;
 use super::simd;
 use crate::backend::AttnSpec;
 
-const Q_BLOCK: usize = 128;
-const K_BLOCK: usize = 256;
+/// Query rows per task and keys per streamed block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiling {
+    pub q_block: usize,
+    pub k_block: usize,
+}
+
+impl Tiling {
+    /// Swept on the ViT's 12 heads × 64 × 2048 tokens (docs/PERF.md,
+    /// `examples/cpu_attention_tiling.rs`): larger blocks amortise sgemm's
+    /// operand packing; 256 rows still give 96 tasks to balance over the
+    /// pool, and a task's 256×512 scores (512 KB) stay in L2.
+    pub const DEFAULT: Tiling = Tiling {
+        q_block: 256,
+        k_block: 512,
+    };
+}
 
 /// One operand: `data` is `[B, len, ld]`, the operand's columns start at `col`.
 #[derive(Clone, Copy)]
@@ -23,97 +38,127 @@ pub struct Operand<'a> {
 
 /// Writes `out [B, q_len, heads·head_dim]`.
 pub fn attention(q: Operand<'_>, k: Operand<'_>, v: Operand<'_>, s: &AttnSpec, out: &mut [f32]) {
+    attention_tiled(q, k, v, s, Tiling::DEFAULT, out)
+}
+
+/// A task's working memory, reused across the tasks a worker runs.
+#[derive(Default)]
+struct Scratch {
+    acc: Vec<f32>,
+    m: Vec<f32>,
+    l: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+/// [`attention`] with explicit block sizes.
+pub fn attention_tiled(
+    q: Operand<'_>,
+    k: Operand<'_>,
+    v: Operand<'_>,
+    s: &AttnSpec,
+    tiling: Tiling,
+    out: &mut [f32],
+) {
     let (dh, width) = (s.head_dim, s.heads * s.head_dim);
     assert_eq!(out.len(), s.batch * s.q_len * width);
-    let q_blocks = s.q_len.div_ceil(Q_BLOCK);
+    assert!(tiling.q_block > 0 && tiling.k_block > 0, "empty tiling");
+    let (qbs, kbs) = (tiling.q_block, tiling.k_block);
+    let q_blocks = s.q_len.div_ceil(qbs);
     let tasks = s.batch * s.heads * q_blocks;
     let out_ptr = OutPtr(out.as_mut_ptr());
 
-    (0..tasks).into_par_iter().for_each(|t| {
-        let qb = t % q_blocks;
-        let h = (t / q_blocks) % s.heads;
-        let b = t / (q_blocks * s.heads);
-        let i0 = qb * Q_BLOCK;
-        let rows = Q_BLOCK.min(s.q_len - i0);
+    (0..tasks)
+        .into_par_iter()
+        .for_each_init(Scratch::default, |sc, t| {
+            let qb = t % q_blocks;
+            let h = (t / q_blocks) % s.heads;
+            let b = t / (q_blocks * s.heads);
+            let i0 = qb * qbs;
+            let rows = qbs.min(s.q_len - i0);
 
-        let q_off = (b * s.q_len + i0) * q.ld + q.col + h * dh;
-        let k_base = b * s.kv_len * k.ld + k.col + h * dh;
-        let v_base = b * s.kv_len * v.ld + v.col + h * dh;
+            let q_off = (b * s.q_len + i0) * q.ld + q.col + h * dh;
+            let k_base = b * s.kv_len * k.ld + k.col + h * dh;
+            let v_base = b * s.kv_len * v.ld + v.col + h * dh;
 
-        let mut acc = vec![0f32; rows * dh];
-        let mut m = vec![f32::NEG_INFINITY; rows];
-        let mut l = vec![0f32; rows];
-        let mut scores = vec![0f32; rows * K_BLOCK];
+            let reset = |buf: &mut Vec<f32>, n: usize, x: f32| {
+                buf.clear();
+                buf.resize(n, x);
+            };
+            reset(&mut sc.acc, rows * dh, 0.0);
+            reset(&mut sc.m, rows, f32::NEG_INFINITY);
+            reset(&mut sc.l, rows, 0.0);
+            if sc.scores.len() < rows * kbs {
+                sc.scores.resize(rows * kbs, 0.0);
+            }
+            let Scratch { acc, m, l, scores } = sc;
 
-        let kv_end = if s.causal {
-            (i0 + rows).min(s.kv_len)
-        } else {
-            s.kv_len
-        };
-        let mut j0 = 0;
-        while j0 < kv_end {
-            let cols = K_BLOCK.min(kv_end - j0);
-            // scores = q_blk · k_blkᵀ
-            sgemm_serial(
-                rows,
-                dh,
-                cols,
-                MatRef::rows(q.data, q_off, q.ld),
-                MatRef::transposed(k.data, k_base + j0 * k.ld, k.ld),
-                0.0,
-                &mut scores,
-                cols,
-            );
-            for r in 0..rows {
-                let row = &mut scores[r * cols..(r + 1) * cols];
-                // Keys a causal query may not see: j > i.
-                let visible = if s.causal {
-                    (i0 + r + 1).saturating_sub(j0).min(cols)
-                } else {
-                    cols
-                };
-                let m_new = m[r].max(simd::max_scaled(&row[..visible], s.scale));
-                let sum = simd::exp_scaled_sum(&mut row[..visible], s.scale, m_new);
-                for x in row[visible..].iter_mut() {
-                    *x = 0.0;
-                }
-                let corr = if m[r] == f32::NEG_INFINITY {
-                    0.0
-                } else {
-                    exp_f32(m[r] - m_new)
-                };
-                l[r] = l[r] * corr + sum;
-                m[r] = m_new;
-                if corr != 1.0 {
-                    for a in &mut acc[r * dh..(r + 1) * dh] {
-                        *a *= corr;
+            let kv_end = if s.causal {
+                (i0 + rows).min(s.kv_len)
+            } else {
+                s.kv_len
+            };
+            let mut j0 = 0;
+            while j0 < kv_end {
+                let cols = kbs.min(kv_end - j0);
+                // scores = q_blk · k_blkᵀ
+                sgemm_serial(
+                    rows,
+                    dh,
+                    cols,
+                    MatRef::rows(q.data, q_off, q.ld),
+                    MatRef::transposed(k.data, k_base + j0 * k.ld, k.ld),
+                    0.0,
+                    scores,
+                    cols,
+                );
+                for r in 0..rows {
+                    let row = &mut scores[r * cols..(r + 1) * cols];
+                    // Keys a causal query may not see: j > i.
+                    let visible = if s.causal {
+                        (i0 + r + 1).saturating_sub(j0).min(cols)
+                    } else {
+                        cols
+                    };
+                    let m_new = m[r].max(simd::max_scaled(&row[..visible], s.scale));
+                    let sum = simd::exp_scaled_sum(&mut row[..visible], s.scale, m_new);
+                    row[visible..].fill(0.0);
+                    let corr = if m[r] == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        exp_f32(m[r] - m_new)
+                    };
+                    l[r] = l[r] * corr + sum;
+                    m[r] = m_new;
+                    if corr != 1.0 {
+                        for a in &mut acc[r * dh..(r + 1) * dh] {
+                            *a *= corr;
+                        }
                     }
                 }
+                // acc += p · v_blk
+                sgemm_serial(
+                    rows,
+                    cols,
+                    dh,
+                    MatRef::rows(scores, 0, cols),
+                    MatRef::rows(v.data, v_base + j0 * v.ld, v.ld),
+                    1.0,
+                    acc,
+                    dh,
+                );
+                j0 += cols;
             }
-            // acc += p · v_blk
-            sgemm_serial(
-                rows,
-                cols,
-                dh,
-                MatRef::rows(&scores, 0, cols),
-                MatRef::rows(v.data, v_base + j0 * v.ld, v.ld),
-                1.0,
-                &mut acc,
-                dh,
-            );
-            j0 += cols;
-        }
 
-        for r in 0..rows {
-            let inv = 1.0 / l[r];
-            let dst = (b * s.q_len + i0 + r) * width + h * dh;
-            // SAFETY: each (b, i, h) slice of `out` belongs to exactly one task.
-            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(dst), dh) };
-            for (o, a) in o.iter_mut().zip(&acc[r * dh..(r + 1) * dh]) {
-                *o = a * inv;
+            for r in 0..rows {
+                let inv = 1.0 / l[r];
+                let dst = (b * s.q_len + i0 + r) * width + h * dh;
+                // SAFETY: each (b, i, h) slice of `out` belongs to exactly one task.
+                let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(dst), dh) };
+                for (o, a) in o.iter_mut().zip(&acc[r * dh..(r + 1) * dh]) {
+                    *o = a * inv;
+                }
             }
-        }
-    });
+        });
 }
 
 #[derive(Clone, Copy)]
@@ -226,38 +271,57 @@ mod tests {
                 )
             };
             let want = naive(&q, &k, &v, &s, ld, ld, ld, cols[0], cols[1], cols[2]);
-            let mut out = vec![f32::NAN; batch * q_len * w];
-            attention(
-                Operand {
-                    data: &q,
-                    ld,
-                    col: cols[0],
+            // The default blocks, blocks that do not divide the lengths, and
+            // blocks larger than them.
+            for tiling in [
+                Tiling::DEFAULT,
+                Tiling {
+                    q_block: 7,
+                    k_block: 50,
                 },
-                Operand {
-                    data: &k,
-                    ld,
-                    col: cols[1],
+                Tiling {
+                    q_block: 64,
+                    k_block: 512,
                 },
-                Operand {
-                    data: &v,
-                    ld,
-                    col: cols[2],
+                Tiling {
+                    q_block: 1000,
+                    k_block: 1,
                 },
-                &s,
-                &mut out,
-            );
-            let mut err = 0f64;
-            let mut norm = 0f64;
-            for (o, w) in out.iter().zip(&want) {
-                assert!(o.is_finite());
-                err += (*o as f64 - w).powi(2);
-                norm += w * w;
+            ] {
+                let mut out = vec![f32::NAN; batch * q_len * w];
+                attention_tiled(
+                    Operand {
+                        data: &q,
+                        ld,
+                        col: cols[0],
+                    },
+                    Operand {
+                        data: &k,
+                        ld,
+                        col: cols[1],
+                    },
+                    Operand {
+                        data: &v,
+                        ld,
+                        col: cols[2],
+                    },
+                    &s,
+                    tiling,
+                    &mut out,
+                );
+                let mut err = 0f64;
+                let mut norm = 0f64;
+                for (o, w) in out.iter().zip(&want) {
+                    assert!(o.is_finite(), "{tiling:?}");
+                    err += (*o as f64 - w).powi(2);
+                    norm += w * w;
+                }
+                assert!(
+                    (err / norm).sqrt() < 1e-5,
+                    "{tiling:?}: rel err {}",
+                    (err / norm).sqrt()
+                );
             }
-            assert!(
-                (err / norm).sqrt() < 1e-5,
-                "rel err {}",
-                (err / norm).sqrt()
-            );
         }
     }
 }
