@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod model;
 pub mod weights;
 
 pub use config::ModelConfig;
