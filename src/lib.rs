@@ -11,6 +11,7 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod pipeline;
 pub mod weights;
 
 pub use config::ModelConfig;
