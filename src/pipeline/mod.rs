@@ -27,3 +27,5 @@ mod tests {
         assert!(super::is_foreground(100.0));
     }
 }
+pub mod output;
+pub mod prompts;
