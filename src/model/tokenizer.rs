@@ -271,21 +271,14 @@ fn pad_rows(rows: Vec<Vec<u32>>) -> TokenBatch {
 /// order: printable Latin-1 bytes map to themselves first, then the remaining
 /// bytes to U+0100 onwards. The order fixes vocabulary ids 0..256.
 fn bytes_to_unicode() -> Vec<(u8, char)> {
-    let printable = |b: u32| {
-        (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
-    };
-    let mut table: Vec<(u8, char)> = (0u32..256)
-        .filter(|&b| printable(b))
-        .map(|b| (b as u8, char::from_u32(b).expect("Latin-1 code point")))
+    let printable = |b: &u8| matches!(b, 0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF);
+    // A u8 converts to the Latin-1 char of the same code point.
+    let mut table: Vec<(u8, char)> = (0..=255u8)
+        .filter(printable)
+        .map(|b| (b, char::from(b)))
         .collect();
-    let mut next = 256u32;
-    for b in (0u32..256).filter(|&b| !printable(b)) {
-        table.push((
-            b as u8,
-            char::from_u32(next).expect("code point below 0x200"),
-        ));
-        next += 1;
-    }
+    let rest = (0..=255u8).filter(|b| !printable(b));
+    table.extend(rest.zip('\u{100}'..));
     table
 }
 
