@@ -187,6 +187,10 @@ pub fn read_ct(path: &Path) -> Result<CtVolume> {
     // Grown as bytes arrive rather than reserved from the header's claim, so
     // a truncated .nii.gz costs only what it holds.
     let mut bytes = Vec::new();
+    if !gz {
+        // The file size was checked against this above.
+        bytes.reserve_exact(layout.data_bytes as usize);
+    }
     (&mut src)
         .take(layout.data_bytes)
         .read_to_end(&mut bytes)
