@@ -6,6 +6,8 @@ pub mod mask_decoder;
 pub mod prompt_encoder;
 pub mod segvol;
 pub mod text_encoder;
+pub mod tokenizer;
 
 pub use prompt_encoder::GeomPrompt;
 pub use segvol::{DecoderOutput, ImageEmbedding, Prompt, SegVol, TextEmbedding};
+pub use tokenizer::ClipTokenizer;
