@@ -11,6 +11,14 @@ use crate::weights::Checkpoint;
 /// How many names each problem kind lists.
 const SHOW: usize = 3;
 
+fn tensors(n: usize) -> &'static str {
+    if n == 1 {
+        "tensor"
+    } else {
+        "tensors"
+    }
+}
+
 /// Everything wrong with a checkpoint for a config, by kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CheckReport {
@@ -52,15 +60,17 @@ impl CheckReport {
         }
         if !self.unexpected.is_empty() {
             out.push(format!(
-                "{} unexpected tensors, first: {}",
+                "{} unexpected {}, first: {}",
                 self.unexpected.len(),
+                tensors(self.unexpected.len()),
                 first(&self.unexpected, |s| s.clone())
             ));
         }
         if !self.wrong_shape.is_empty() {
             out.push(format!(
-                "{} tensors of the wrong shape, first: {}",
+                "{} {} of the wrong shape, first: {}",
                 self.wrong_shape.len(),
+                tensors(self.wrong_shape.len()),
                 first(&self.wrong_shape, |(n, got, want)| format!(
                     "{n} is {got:?}, expected {want:?}"
                 ))
@@ -68,8 +78,9 @@ impl CheckReport {
         }
         if !self.not_float.is_empty() {
             out.push(format!(
-                "{} tensors not floating point, first: {}",
+                "{} {} not floating point, first: {}",
                 self.not_float.len(),
+                tensors(self.not_float.len()),
                 first(&self.not_float, |(n, d)| format!("{n} is {d}"))
             ));
         }
@@ -222,7 +233,7 @@ mod tests {
         assert_eq!(p[0], "5 of 464 tensors missing, first: m0, m1, m2, ...");
         assert_eq!(
             p[1],
-            "1 tensors of the wrong shape, first: w is [2], expected [3]"
+            "1 tensor of the wrong shape, first: w is [2], expected [3]"
         );
         assert!(!r.is_ok());
     }

@@ -31,11 +31,8 @@ pub struct LoadInfo {
 /// The key without its wrapper prefixes, and the prefix string removed.
 pub fn strip_prefixes(key: &str) -> (&str, &str) {
     let mut rest = key;
-    loop {
-        match PREFIXES.iter().find_map(|p| rest.strip_prefix(p)) {
-            Some(r) => rest = r,
-            None => break,
-        }
+    while let Some(r) = PREFIXES.iter().find_map(|p| rest.strip_prefix(p)) {
+        rest = r;
     }
     (rest, &key[..key.len() - rest.len()])
 }

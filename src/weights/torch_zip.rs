@@ -140,12 +140,13 @@ fn gather(storage: &[u8], t: &TensorRef, size: usize) -> Vec<u8> {
     out
 }
 
+/// `(key, tensor index)` pairs and where the dict sat in the file.
+type StateDict = (Vec<(String, usize)>, Option<String>);
+
 /// The state dict: the root when it maps names to tensors, else the dict
 /// under `'model'` (GitHub `SegVol_v1.pth`) or `'state_dict'` (Lightning).
 /// Returns `(key, tensor index)` in file order, later duplicates winning.
-fn find_state_dict(
-    p: &Pickle,
-) -> std::result::Result<(Vec<(String, usize)>, Option<String>), String> {
+fn find_state_dict(p: &Pickle) -> std::result::Result<StateDict, String> {
     let Some(root) = p.dict_items(&p.root) else {
         return Err(format!(
             "data.pkl holds a {}, not a dict of tensors",
