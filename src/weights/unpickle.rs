@@ -9,7 +9,8 @@
 //! named, before anything could use it, and opcodes that build arbitrary
 //! objects (INST, OBJ, NEWOBJ, ...) are refused too. Memo, stack and object
 //! counts are bounded, so a hostile file can cost at most a bounded amount
-//! of memory.
+//! of memory; containers live in an arena and nothing recurses over them,
+//! so deep nesting cannot overflow the Rust stack.
 //!
 //! Allowed globals, and why:
 //! * `torch._utils._rebuild_tensor_v2`: how every tensor is pickled.
