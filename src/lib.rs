@@ -10,6 +10,9 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod io;
+pub mod model;
+pub mod pipeline;
 pub mod weights;
 
 pub use config::ModelConfig;

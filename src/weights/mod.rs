@@ -6,8 +6,17 @@
 //! Names are normalised state-dict keys: the HF `model.` and GitHub
 //! `module.` prefixes are stripped (see `keys`).
 
+pub mod check;
 pub mod expected;
+pub mod inspect;
+pub mod keys;
+mod open;
+mod safetensors_file;
 pub mod synth;
+mod torch_zip;
+pub mod unpickle;
+pub mod write;
+mod zip;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -155,6 +164,8 @@ pub struct Checkpoint {
     format: Format,
     blobs: Vec<Blob>,
     entries: BTreeMap<String, Entry>,
+    /// How the file's keys were mapped to `entries` (empty when built in memory).
+    load: keys::LoadInfo,
 }
 
 impl Checkpoint {
@@ -192,6 +203,7 @@ impl Checkpoint {
             format,
             blobs,
             entries,
+            load: keys::LoadInfo::default(),
         })
     }
 
@@ -219,6 +231,16 @@ impl Checkpoint {
             blobs.push(Arc::new(AlignedF32Bytes::new(bytes)));
         }
         Checkpoint::from_parts(PathBuf::from("<memory>"), Format::Memory, blobs, entries)
+    }
+
+    /// Records how the file's keys were normalised (readers call this).
+    pub fn with_load_info(mut self, load: keys::LoadInfo) -> Self {
+        self.load = load;
+        self
+    }
+    /// What normalisation did to the file's keys: prefix stripped, keys dropped.
+    pub fn load_info(&self) -> &keys::LoadInfo {
+        &self.load
     }
 
     pub fn path(&self) -> &Path {

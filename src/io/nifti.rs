@@ -1,0 +1,480 @@
+//! Reading a CT from `.nii` / `.nii.gz` into float32 voxels in file order,
+//! as MONAI's `LoadImage` (nibabel `get_fdata`) hands it to SegVol (SPEC §4
+//! step 1): scl_slope/scl_inter applied, no reorientation.
+//!
+//! The 348-byte header is checked by hand before anything is allocated for
+//! the voxels, so a corrupt or hostile file ends in an `Err` naming the
+//! problem, never in a panic or a huge allocation. The `nifti` crate parses
+//! the header fields once they are known to be sane; the voxel bytes are
+//! decoded here, which keeps every datatype and byte order under one check.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use nifti::{Endianness, NiftiHeader, NiftiType};
+
+use super::affine::{self, Affine, AffineSource};
+use crate::error::{Error, Result};
+
+pub const HEADER_SIZE: usize = 348;
+/// Header plus the 4-byte extension flag: the smallest valid `vox_offset`.
+pub const MIN_VOX_OFFSET: u64 = 352;
+/// Largest volume accepted (2^31 voxels, 8 GiB as float32). Checked before
+/// allocating, so a header claiming 10^12 voxels fails at once; for `.nii`
+/// the file size is checked as well.
+pub const MAX_VOXELS: u64 = 1 << 31;
+/// Decompressed bytes read past the voxels to reach the gzip trailer (whose
+/// CRC catches corruption); anything longer is left unread.
+const MAX_TRAILING: u64 = 64 << 20;
+
+/// A CT volume as SegVol's preprocessing sees it.
+#[derive(Debug, Clone)]
+pub struct CtVolume {
+    /// The file it came from (for messages).
+    pub path: PathBuf,
+    /// Voxel counts along the file's (i, j, k) axes.
+    pub dims: [usize; 3],
+    /// Scaled intensities in file order, i fastest: index `i + dims[0]·(j + dims[1]·k)`.
+    pub data: Vec<f32>,
+    /// The header as read, kept so outputs reproduce the CT's geometry.
+    pub header: NiftiHeader,
+    /// The on-disk voxel type before scaling.
+    pub datatype: NiftiType,
+    /// Voxels that are NaN or ±Inf after scaling (left as they are).
+    pub non_finite: usize,
+    affine: Affine,
+    affine_source: AffineSource,
+}
+
+impl CtVolume {
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Linear index of voxel (i, j, k) in `data`.
+    pub fn index(&self, i: usize, j: usize, k: usize) -> usize {
+        i + self.dims[0] * (j + self.dims[1] * k)
+    }
+
+    /// Voxel → world (mm) transform, rows of a 4×4 matrix.
+    pub fn affine(&self) -> Affine {
+        self.affine
+    }
+
+    /// Which header fields the affine came from.
+    pub fn affine_source(&self) -> AffineSource {
+        self.affine_source
+    }
+
+    /// Voxel sizes in mm along i, j, k (|pixdim|, 0 read as 1).
+    pub fn spacing(&self) -> [f64; 3] {
+        [1, 2, 3].map(|a| {
+            let v = f64::from(self.header.pixdim[a]).abs();
+            if v == 0.0 || !v.is_finite() {
+                1.0
+            } else {
+                v
+            }
+        })
+    }
+
+    pub fn voxel_to_world(&self, ijk: [f64; 3]) -> [f64; 3] {
+        affine::apply(&self.affine, ijk)
+    }
+
+    /// Continuous voxel coordinate (i, j, k) of a world point.
+    pub fn world_to_voxel(&self, xyz: [f64; 3]) -> Result<[f64; 3]> {
+        if xyz.iter().any(|v| !v.is_finite()) {
+            return Err(Error::nifti(
+                &self.path,
+                format!("world point {xyz:?} is not finite"),
+            ));
+        }
+        affine::invert_apply(&self.affine, xyz).ok_or_else(|| {
+            Error::nifti(
+                &self.path,
+                format!(
+                    "the voxel-to-world affine (from the {}) is not invertible, so world coordinates cannot be mapped to voxels",
+                    self.affine_source.name()
+                ),
+            )
+        })
+    }
+}
+
+/// What the validated header says about the voxel block.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    dims: [usize; 3],
+    scalar: Scalar,
+    little_endian: bool,
+    vox_offset: u64,
+    data_bytes: u64,
+    /// (slope, inter) when scaling applies.
+    scaling: Option<(f64, f64)>,
+}
+
+/// Reads a `.nii` or `.nii.gz` CT (gzip is recognised by its magic bytes).
+pub fn read_ct(path: &Path) -> Result<CtVolume> {
+    let err = |msg: String| Error::nifti(path, msg);
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut buffered = BufReader::with_capacity(1 << 20, file);
+    let head = buffered.fill_buf().map_err(|e| Error::io(path, e))?;
+    let gz = head.starts_with(&[0x1f, 0x8b]);
+    let mut src: Box<dyn Read> = if gz {
+        Box::new(MultiGzDecoder::new(buffered))
+    } else {
+        Box::new(buffered)
+    };
+    let stream_err = |e: std::io::Error| {
+        if gz {
+            err(format!("corrupt or truncated gzip stream: {e}"))
+        } else {
+            Error::io(path, e)
+        }
+    };
+    let what = if gz { "decompressed stream" } else { "file" };
+
+    let mut raw = [0u8; HEADER_SIZE];
+    let got = read_full(&mut src, &mut raw).map_err(stream_err)?;
+    if got < HEADER_SIZE {
+        return Err(err(format!(
+            "truncated: the {what} ends after {got} bytes, inside the {HEADER_SIZE}-byte NIfTI-1 header"
+        )));
+    }
+    let (header, layout) = match validate_header(&raw) {
+        Ok(v) => v,
+        Err(msg) => {
+            // A damaged deflate stream can inflate to a garbage header; the
+            // CRC at the end of the stream tells which problem it really is.
+            if gz {
+                std::io::copy(&mut src.take(MAX_TRAILING), &mut std::io::sink())
+                    .map_err(stream_err)?;
+            }
+            return Err(err(msg));
+        }
+    };
+    let (affine, affine_source) = affine::best_affine(&header).map_err(err)?;
+
+    let needed = layout.vox_offset + layout.data_bytes;
+    if !gz && file_len < needed {
+        return Err(err(format!(
+            "truncated: the header needs {needed} bytes (voxels from offset {} plus {} × {} bytes) but the file has {file_len}",
+            layout.vox_offset,
+            layout.dims.iter().product::<usize>(),
+            layout.scalar.size()
+        )));
+    }
+
+    let skip = layout.vox_offset - HEADER_SIZE as u64;
+    let skipped =
+        std::io::copy(&mut (&mut src).take(skip), &mut std::io::sink()).map_err(stream_err)?;
+    if skipped < skip {
+        return Err(err(format!(
+            "truncated: the {what} ends at byte {}, before the voxel data at offset {}",
+            HEADER_SIZE as u64 + skipped,
+            layout.vox_offset
+        )));
+    }
+
+    // Grown as bytes arrive rather than reserved from the header's claim, so
+    // a truncated .nii.gz costs only what it holds.
+    let mut bytes = Vec::new();
+    if !gz {
+        // The file size was checked against this above.
+        bytes.reserve_exact(layout.data_bytes as usize);
+    }
+    (&mut src)
+        .take(layout.data_bytes)
+        .read_to_end(&mut bytes)
+        .map_err(stream_err)?;
+    if (bytes.len() as u64) < layout.data_bytes {
+        return Err(err(format!(
+            "truncated: the voxel data ends after {} of {} bytes",
+            bytes.len(),
+            layout.data_bytes
+        )));
+    }
+    if gz {
+        // Reading on to the end makes the decoder check the gzip CRC.
+        std::io::copy(&mut src.take(MAX_TRAILING), &mut std::io::sink()).map_err(stream_err)?;
+    }
+
+    let data = decode_voxels(&bytes, &layout);
+    drop(bytes);
+    let non_finite = data.iter().filter(|v| !v.is_finite()).count();
+    Ok(CtVolume {
+        path: path.to_path_buf(),
+        dims: layout.dims,
+        data,
+        header,
+        datatype: layout.scalar.nifti_type(),
+        non_finite,
+        affine,
+        affine_source,
+    })
+}
+
+/// Reads until `buf` is full or the stream ends; returns the count.
+fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match src.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn field_i16(raw: &[u8; HEADER_SIZE], off: usize, little: bool) -> i16 {
+    let b = [raw[off], raw[off + 1]];
+    if little {
+        i16::from_le_bytes(b)
+    } else {
+        i16::from_be_bytes(b)
+    }
+}
+
+/// The voxel types a CT may be stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scalar {
+    U8,
+    I8,
+    I16,
+    U16,
+    I32,
+    U32,
+    F32,
+    I64,
+    U64,
+    F64,
+}
+
+impl Scalar {
+    /// The type of datatype `code`; `Err` names an unsupported one.
+    fn from_code(code: i16) -> Result<Scalar, String> {
+        use Scalar::*;
+        Ok(match code {
+            2 => U8,
+            256 => I8,
+            4 => I16,
+            512 => U16,
+            8 => I32,
+            768 => U32,
+            16 => F32,
+            1024 => I64,
+            1280 => U64,
+            64 => F64,
+            32 | 1792 | 2048 => {
+                return Err(format!(
+                    "complex datatype (code {code}) is not supported for a CT"
+                ))
+            }
+            128 | 2304 => {
+                return Err(format!(
+                    "RGB datatype (code {code}) is not supported for a CT"
+                ))
+            }
+            1536 => return Err("float128 datatype (code 1536) is not supported".into()),
+            1 => return Err("binary (1-bit) datatype (code 1) is not supported".into()),
+            _ => return Err(format!("unknown datatype code {code}")),
+        })
+    }
+
+    fn size(self) -> usize {
+        use Scalar::*;
+        match self {
+            U8 | I8 => 1,
+            I16 | U16 => 2,
+            I32 | U32 | F32 => 4,
+            I64 | U64 | F64 => 8,
+        }
+    }
+
+    fn nifti_type(self) -> NiftiType {
+        use Scalar::*;
+        match self {
+            U8 => NiftiType::Uint8,
+            I8 => NiftiType::Int8,
+            I16 => NiftiType::Int16,
+            U16 => NiftiType::Uint16,
+            I32 => NiftiType::Int32,
+            U32 => NiftiType::Uint32,
+            F32 => NiftiType::Float32,
+            I64 => NiftiType::Int64,
+            U64 => NiftiType::Uint64,
+            F64 => NiftiType::Float64,
+        }
+    }
+}
+
+/// Checks every header field the voxel read depends on.
+fn validate_header(raw: &[u8; HEADER_SIZE]) -> Result<(NiftiHeader, Layout), String> {
+    let size_le = i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    let size_be = i32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    let little = match (size_le, size_be) {
+        (348, _) => true,
+        (_, 348) => false,
+        (540, _) | (_, 540) => {
+            return Err("NIfTI-2 files (sizeof_hdr 540) are not supported; save as NIfTI-1".into())
+        }
+        _ => {
+            return Err(format!(
+                "sizeof_hdr is {size_le} (byte-swapped {size_be}), expected 348: not a NIfTI-1 file"
+            ))
+        }
+    };
+    let magic = &raw[344..348];
+    if magic == b"ni1\0" {
+        return Err("a two-file NIfTI (.hdr/.img, magic \"ni1\") is not supported; convert it to .nii or .nii.gz".into());
+    }
+    if magic != b"n+1\0" {
+        return Err(format!(
+            "bad magic {magic:?}, expected \"n+1\\0\": not a single-file NIfTI-1"
+        ));
+    }
+
+    // dim[0] must be known sane before the crate parses: it also picks the
+    // byte order from it.
+    let ndim = field_i16(raw, 40, little);
+    if !(1..=7).contains(&ndim) {
+        return Err(format!(
+            "dim[0] = {ndim} is not a valid number of dimensions (1 to 7)"
+        ));
+    }
+    let ndim = ndim as usize;
+    let dim: Vec<i16> = (0..=ndim)
+        .map(|a| field_i16(raw, 40 + 2 * a, little))
+        .collect();
+    for (a, &d) in dim.iter().enumerate().skip(1) {
+        if d <= 0 {
+            return Err(format!(
+                "dim[{a}] = {d}: every axis needs at least one voxel"
+            ));
+        }
+    }
+    let shape: Vec<i16> = dim[1..].to_vec();
+    match ndim {
+        1 | 2 => {
+            return Err(format!(
+                "the image is {ndim}-dimensional {shape:?}; a CT must be 3D"
+            ))
+        }
+        3 => {}
+        4 if dim[4] == 1 => {}
+        4 => {
+            return Err(format!(
+                "4D image {shape:?} with {} volumes; only 3D (or 4D with one volume) is supported",
+                dim[4]
+            ))
+        }
+        n => {
+            return Err(format!(
+                "{n}-dimensional image {shape:?}; only 3D is supported"
+            ))
+        }
+    }
+
+    let header = NiftiHeader::from_reader(&raw[..]).map_err(|e| format!("header: {e}"))?;
+    let expect = if little {
+        Endianness::Little
+    } else {
+        Endianness::Big
+    };
+    if header.endianness != expect {
+        return Err(format!(
+            "inconsistent byte order: sizeof_hdr says {expect:?}, dim[0] says otherwise"
+        ));
+    }
+
+    let dims = [dim[1] as usize, dim[2] as usize, dim[3] as usize];
+    let nvox = dims.iter().map(|&d| d as u64).product::<u64>();
+    if nvox > MAX_VOXELS {
+        return Err(format!(
+            "header claims {}×{}×{} = {nvox} voxels, more than the limit of {MAX_VOXELS}",
+            dims[0], dims[1], dims[2]
+        ));
+    }
+
+    let scalar = Scalar::from_code(header.datatype)?;
+
+    let off = header.vox_offset;
+    if !off.is_finite() || off.fract() != 0.0 || (off as f64) < MIN_VOX_OFFSET as f64 || off > 1e9 {
+        return Err(format!(
+            "vox_offset {off} is invalid: a single-file NIfTI-1 stores voxels at a whole byte offset of at least {MIN_VOX_OFFSET}"
+        ));
+    }
+
+    // nibabel: a zero or non-finite slope means "no scaling"; a usable slope
+    // with a non-finite intercept is an error.
+    let slope = f64::from(header.scl_slope);
+    let inter = f64::from(header.scl_inter);
+    let scaling = if slope == 0.0 || !slope.is_finite() {
+        None
+    } else if !inter.is_finite() {
+        return Err(format!("scl_slope is {slope} but scl_inter is {inter}"));
+    } else if slope == 1.0 && inter == 0.0 {
+        None
+    } else {
+        Some((slope, inter))
+    };
+
+    Ok((
+        header,
+        Layout {
+            dims,
+            scalar,
+            little_endian: little,
+            vox_offset: off as u64,
+            data_bytes: nvox * scalar.size() as u64,
+            scaling,
+        },
+    ))
+}
+
+/// Raw voxels → float32. Scaling is done in float64 and then rounded, as
+/// nibabel's `get_fdata()` followed by a cast to float32.
+fn decode_voxels(bytes: &[u8], l: &Layout) -> Vec<f32> {
+    macro_rules! decode {
+        ($t:ty, $n:expr) => {{
+            let conv = |c: &[u8]| -> f64 {
+                let mut b = [0u8; $n];
+                b.copy_from_slice(c);
+                (if l.little_endian {
+                    <$t>::from_le_bytes(b)
+                } else {
+                    <$t>::from_be_bytes(b)
+                }) as f64
+            };
+            match l.scaling {
+                Some((s, i)) => bytes
+                    .chunks_exact($n)
+                    .map(|c| (conv(c) * s + i) as f32)
+                    .collect(),
+                None => bytes.chunks_exact($n).map(|c| conv(c) as f32).collect(),
+            }
+        }};
+    }
+    match l.scalar {
+        Scalar::U8 => decode!(u8, 1),
+        Scalar::I8 => decode!(i8, 1),
+        Scalar::I16 => decode!(i16, 2),
+        Scalar::U16 => decode!(u16, 2),
+        Scalar::I32 => decode!(i32, 4),
+        Scalar::U32 => decode!(u32, 4),
+        Scalar::F32 => decode!(f32, 4),
+        Scalar::I64 => decode!(i64, 8),
+        Scalar::U64 => decode!(u64, 8),
+        Scalar::F64 => decode!(f64, 8),
+    }
+}

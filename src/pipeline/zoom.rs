@@ -1,0 +1,543 @@
+//! Zoom-out-zoom-in inference (SPEC.md §5), with the work the reference
+//! repeats done once: the zoom-out image embedding is shared by every
+//! category, each zoom-in window's embedding is cached and shared by every
+//! category whose ROI places a window at the same spot, and windows go
+//! through the encoder in batches.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::is_foreground;
+use super::preprocess::Preprocessed;
+use super::prompt_maps::{AxisView, CubeMap, PointMap};
+use super::sampling::{select_points, Rng};
+use super::windows::{mask_bbox, roi_from_bbox, roi_ranges, BoxI, WindowGrid};
+use crate::backend::{Backend, Interp};
+use crate::error::{Error, Result};
+use crate::model::{GeomPrompt, ImageEmbedding, Prompt, SegVol, TextEmbedding};
+
+/// How the zoom-in stage treats the reference's prompt-map padding slip
+/// (SPEC.md §10 item 18).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PadMode {
+    /// The prompt map is padded like the window image, so a single padded
+    /// window's box lines up with the image.
+    Fixed,
+    /// As the reference: the prompt map is not padded, so that box is off by
+    /// the padding.
+    Faithful,
+}
+
+#[derive(Clone, Debug)]
+pub struct ZoomOptions {
+    pub pad_mode: PadMode,
+    pub zoom_in: bool,
+    /// Sliding-window overlap (0.5 in the reference).
+    pub overlap: f64,
+    /// Windows per encoder batch.
+    pub window_batch: usize,
+    /// Seed of the zoom-in point sampling.
+    pub seed: u64,
+    /// Memory the window-embedding cache may hold.
+    pub cache_bytes: usize,
+}
+
+impl Default for ZoomOptions {
+    fn default() -> Self {
+        ZoomOptions {
+            pad_mode: PadMode::Fixed,
+            zoom_in: true,
+            overlap: 0.5,
+            window_batch: 2,
+            seed: 0,
+            cache_bytes: 1 << 30,
+        }
+    }
+}
+
+/// One category to segment, prompts in the zoom-out frame `(d, h, w)`.
+#[derive(Clone, Debug, Default)]
+pub struct CategoryPrompt {
+    pub text: Option<TextEmbedding>,
+    pub bbox: Option<[f32; 6]>,
+    pub points: Vec<([f32; 3], f32)>,
+}
+
+impl CategoryPrompt {
+    fn prompt(&self) -> Prompt {
+        Prompt {
+            geom: GeomPrompt {
+                bbox: self.bbox,
+                points: self.points.clone(),
+            },
+            text: self.text.clone(),
+        }
+    }
+}
+
+/// What one window was given.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowRecord {
+    /// Start in the padded ROI frame.
+    pub start: [usize; 3],
+    pub bbox: Option<[f32; 6]>,
+    pub points: Vec<([f32; 3], f32)>,
+}
+
+/// The result for one category, on the cropped full-resolution frame.
+#[derive(Clone, Debug)]
+pub struct CategoryResult {
+    /// Final logits (zoom-in logits inside the ROI, zoom-out outside).
+    pub logits: Vec<f32>,
+    /// The ROI as `logits2roi_coor` returns it (inclusive, max clamped to the
+    /// size); `None` when zoom-in was off or the zoom-out pass found nothing.
+    pub roi: Option<BoxI>,
+    pub grid: Option<WindowGrid>,
+    pub windows: Vec<WindowRecord>,
+}
+
+/// Wall time per stage and work counts.
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    pub zoom_out_encode: Duration,
+    pub zoom_out_decode: Duration,
+    pub zoom_in_encode: Duration,
+    pub zoom_in_decode: Duration,
+    pub windows_encoded: usize,
+    pub windows_reused: usize,
+    pub window_decodes: usize,
+}
+
+/// Identifies a window's image content: ROI placement and window start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct WindowKey {
+    roi_start: [usize; 3],
+    roi_size: [usize; 3],
+    start: [usize; 3],
+}
+
+struct CacheEntry<B: Backend> {
+    emb: Arc<ImageEmbedding<B>>,
+    last_use: u64,
+}
+
+/// Window embeddings, least recently used evicted past the budget.
+struct EmbeddingCache<B: Backend> {
+    map: HashMap<WindowKey, CacheEntry<B>>,
+    entry_bytes: usize,
+    budget: usize,
+    tick: u64,
+}
+
+impl<B: Backend> EmbeddingCache<B> {
+    fn get(&mut self, k: &WindowKey) -> Option<Arc<ImageEmbedding<B>>> {
+        self.tick += 1;
+        let t = self.tick;
+        self.map.get_mut(k).map(|e| {
+            e.last_use = t;
+            e.emb.clone()
+        })
+    }
+
+    fn insert(&mut self, k: WindowKey, emb: Arc<ImageEmbedding<B>>) {
+        self.tick += 1;
+        while !self.map.is_empty() && (self.map.len() + 1) * self.entry_bytes > self.budget {
+            let oldest = *self
+                .map
+                .iter()
+                .min_by_key(|(_, e)| e.last_use)
+                .map(|(k, _)| k)
+                .expect("non-empty");
+            self.map.remove(&oldest);
+        }
+        self.map.insert(
+            k,
+            CacheEntry {
+                emb,
+                last_use: self.tick,
+            },
+        );
+    }
+}
+
+/// Runs the pipeline for one preprocessed volume; keeps the window cache
+/// between calls so re-prompting the same volume reuses encoder work.
+pub struct Segmenter<'m, B: Backend> {
+    model: &'m SegVol<B>,
+    pub opts: ZoomOptions,
+    zoom_out_emb: Option<ImageEmbedding<B>>,
+    cache: EmbeddingCache<B>,
+    pub timings: Timings,
+}
+
+impl<'m, B: Backend> Segmenter<'m, B> {
+    pub fn new(model: &'m SegVol<B>, opts: ZoomOptions) -> Self {
+        let cfg = model.config();
+        let entry_bytes = cfg.num_tokens() * cfg.hidden_size * 4;
+        Segmenter {
+            model,
+            cache: EmbeddingCache {
+                map: HashMap::new(),
+                entry_bytes,
+                budget: opts.cache_bytes,
+                tick: 0,
+            },
+            opts,
+            zoom_out_emb: None,
+            timings: Timings::default(),
+        }
+    }
+
+    /// Forgets the volume (zoom-out embedding and window cache).
+    pub fn reset(&mut self) {
+        self.zoom_out_emb = None;
+        self.cache.map.clear();
+    }
+
+    fn window_shape(&self) -> [usize; 3] {
+        self.model.config().spatial_size
+    }
+
+    /// The zoom-out image embedding of `pre`, computed on first use.
+    pub fn zoom_out_embedding(&mut self, pre: &Preprocessed) -> Result<&ImageEmbedding<B>> {
+        if self.zoom_out_emb.is_none() {
+            let t = Instant::now();
+            let emb = self.model.embed_image_host(&pre.zoom_out, 1)?;
+            self.model.backend().synchronize()?;
+            self.timings.zoom_out_encode += t.elapsed();
+            self.zoom_out_emb = Some(emb);
+        }
+        Ok(self.zoom_out_emb.as_ref().expect("set above"))
+    }
+
+    /// Zoom-out logits of each category, `nearest`-resized to the cropped
+    /// frame (SPEC.md §5 B-C).
+    pub fn zoom_out_logits(
+        &mut self,
+        pre: &Preprocessed,
+        cats: &[CategoryPrompt],
+    ) -> Result<Vec<Vec<f32>>> {
+        self.zoom_out_embedding(pre)?;
+        let t = Instant::now();
+        let model = self.model;
+        let be = model.backend();
+        let emb = self.zoom_out_emb.as_ref().expect("computed above");
+        let prompts: Vec<Prompt> = cats.iter().map(CategoryPrompt::prompt).collect();
+        let lowres = model.decode_lowres(emb, 0, &prompts)?;
+        let mut out = Vec::with_capacity(cats.len());
+        for k in 0..cats.len() {
+            let one = be.slice_batch(&lowres, k, 1)?;
+            // The network's own trilinear upsample, then the pipeline's
+            // legacy-nearest resize to the cropped frame.
+            let full = be.resize(&one, model.config().spatial_size, Interp::Trilinear)?;
+            let cropped = be.resize(&full, pre.cropped_dims(), Interp::Nearest)?;
+            out.push(be.download(&cropped)?);
+        }
+        self.timings.zoom_out_decode += t.elapsed();
+        Ok(out)
+    }
+
+    /// The whole pipeline for several categories of one volume.
+    pub fn segment(
+        &mut self,
+        pre: &Preprocessed,
+        cats: &[CategoryPrompt],
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Vec<CategoryResult>> {
+        for (i, c) in cats.iter().enumerate() {
+            if c.text.is_none() && c.bbox.is_none() && c.points.is_empty() {
+                return Err(Error::prompt(
+                    format!("category {}", i + 1),
+                    "has no text, box or point",
+                ));
+            }
+        }
+        progress("zoom-out pass");
+        let global = self.zoom_out_logits(pre, cats)?;
+        let mut results = Vec::with_capacity(cats.len());
+        for (ci, (cat, logits)) in cats.iter().zip(global).enumerate() {
+            let res = if self.opts.zoom_in {
+                progress(&format!("zoom-in, category {}/{}", ci + 1, cats.len()));
+                self.zoom_in(pre, cat, ci, logits)?
+            } else {
+                CategoryResult {
+                    logits,
+                    roi: None,
+                    grid: None,
+                    windows: vec![],
+                }
+            };
+            results.push(res);
+        }
+        Ok(results)
+    }
+
+    /// Steps D-G for one category: ROI, sliding windows, paste-back.
+    pub fn zoom_in(
+        &mut self,
+        pre: &Preprocessed,
+        cat: &CategoryPrompt,
+        cat_index: usize,
+        mut logits: Vec<f32>,
+    ) -> Result<CategoryResult> {
+        let dims = pre.cropped_dims();
+        let win = self.window_shape();
+        let Some(bbox) = positive_bbox(&logits, dims) else {
+            // "Fail to detect foreground": the zoom-out result is final.
+            return Ok(CategoryResult {
+                logits,
+                roi: None,
+                grid: None,
+                windows: vec![],
+            });
+        };
+        let roi = roi_from_bbox(bbox, dims, win);
+        let (rs, re) = roi_ranges(roi, dims);
+        let size = [0, 1, 2].map(|a| re[a] - rs[a]);
+        let grid = WindowGrid::new(size, win, self.opts.overlap);
+        let windows = grid.windows();
+        let single = windows.len() == 1;
+        let zoom = pre.zoom_out_dims;
+        let cube = cat.bbox.as_ref().map(|b| CubeMap::new(b, zoom, dims));
+        // Box and points together: the reference refuses this in zoom-in;
+        // here the box rule wins and the points served the zoom-out pass.
+        let point_map = (cube.is_none() && !cat.points.is_empty())
+            .then(|| PointMap::new(&cat.points, zoom, dims));
+        let global_pos: Vec<bool> = logits.iter().map(|&v| is_foreground(v)).collect();
+        let map_shift = match self.opts.pad_mode {
+            PadMode::Fixed => grid.pad_before,
+            PadMode::Faithful => [0; 3],
+        };
+
+        // Per-window prompts.
+        let mut records = Vec::with_capacity(windows.len());
+        for (wi, &start) in windows.iter().enumerate() {
+            let map_view = [0, 1, 2].map(|a| AxisView {
+                start: start[a],
+                shift: map_shift[a],
+                size: size[a],
+                len: win[a],
+            });
+            let img_view = [0, 1, 2].map(|a| AxisView {
+                start: start[a],
+                shift: grid.pad_before[a],
+                size: size[a],
+                len: win[a],
+            });
+            let preds_box = || {
+                mask_bbox(
+                    |d, h, w| match (
+                        img_view[0].to_roi(d),
+                        img_view[1].to_roi(h),
+                        img_view[2].to_roi(w),
+                    ) {
+                        (Some(d), Some(h), Some(w)) => {
+                            global_pos[((rs[0] + d) * dims[1] + rs[1] + h) * dims[2] + rs[2] + w]
+                        }
+                        _ => false,
+                    },
+                    win,
+                )
+            };
+            let rec = if let Some(cube) = &cube {
+                let b = if single {
+                    cube.bbox_in(rs, &map_view)
+                        .unwrap_or(super::windows::EMPTY_BOX)
+                } else {
+                    preds_box()
+                };
+                WindowRecord {
+                    start,
+                    bbox: Some(b),
+                    points: vec![],
+                }
+            } else if let Some(pm) = &point_map {
+                let pos = pm.positives_in(rs, &map_view);
+                let mut rng = Rng::derive(self.opts.seed, &[cat_index as u64, wi as u64]);
+                let pts = select_points(&mut rng, &pos, &[], 4, 0);
+                WindowRecord {
+                    start,
+                    bbox: Some(preds_box()),
+                    points: pts,
+                }
+            } else {
+                WindowRecord {
+                    start,
+                    bbox: None,
+                    points: vec![],
+                }
+            };
+            records.push(rec);
+        }
+
+        // Encode (or reuse) window embeddings in batches, decode, accumulate.
+        let mut sum = vec![0f32; grid.padded.iter().product()];
+        let pad = grid.padded;
+        let batch = self.opts.window_batch.max(1);
+        for chunk in (0..windows.len()).collect::<Vec<_>>().chunks(batch) {
+            let embs = self.window_embeddings(
+                pre,
+                rs,
+                size,
+                &grid,
+                chunk.iter().map(|&i| windows[i]).collect(),
+            )?;
+            let t = Instant::now();
+            for (&wi, emb) in chunk.iter().zip(embs) {
+                let rec = &records[wi];
+                let p = Prompt {
+                    geom: GeomPrompt {
+                        bbox: rec.bbox,
+                        points: rec.points.clone(),
+                    },
+                    text: cat.text.clone(),
+                };
+                let out = self.model.decode(&emb, 0, std::slice::from_ref(&p))?;
+                let out = self.model.backend().download(&out)?;
+                let s = rec.start;
+                for d in 0..win[0] {
+                    for h in 0..win[1] {
+                        let dst = ((s[0] + d) * pad[1] + s[1] + h) * pad[2] + s[2];
+                        let src = (d * win[1] + h) * win[2];
+                        for (o, v) in sum[dst..dst + win[2]]
+                            .iter_mut()
+                            .zip(&out[src..src + win[2]])
+                        {
+                            *o += v;
+                        }
+                    }
+                }
+                self.timings.window_decodes += 1;
+            }
+            self.timings.zoom_in_decode += t.elapsed();
+        }
+
+        // Average (constant blending), drop the padding, paste over the ROI.
+        let cov = [0, 1, 2].map(|a| {
+            (0..pad[a])
+                .map(|i| grid.coverage(a, i) as f32)
+                .collect::<Vec<_>>()
+        });
+        let pb = grid.pad_before;
+        for d in 0..size[0] {
+            for h in 0..size[1] {
+                let (pd, ph) = (d + pb[0], h + pb[1]);
+                let dst = ((rs[0] + d) * dims[1] + rs[1] + h) * dims[2] + rs[2];
+                for w in 0..size[2] {
+                    let pw = w + pb[2];
+                    let count = cov[0][pd] * cov[1][ph] * cov[2][pw];
+                    logits[dst + w] = sum[(pd * pad[1] + ph) * pad[2] + pw] / count;
+                }
+            }
+        }
+        Ok(CategoryResult {
+            logits,
+            roi: Some(roi),
+            grid: Some(grid),
+            windows: records,
+        })
+    }
+
+    /// Embeddings of the given windows, from the cache or the encoder.
+    fn window_embeddings(
+        &mut self,
+        pre: &Preprocessed,
+        rs: [usize; 3],
+        size: [usize; 3],
+        grid: &WindowGrid,
+        starts: Vec<[usize; 3]>,
+    ) -> Result<Vec<Arc<ImageEmbedding<B>>>> {
+        let keys: Vec<WindowKey> = starts
+            .iter()
+            .map(|&start| WindowKey {
+                roi_start: rs,
+                roi_size: size,
+                start,
+            })
+            .collect();
+        let mut got: Vec<Option<Arc<ImageEmbedding<B>>>> =
+            keys.iter().map(|k| self.cache.get(k)).collect();
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| got[i].is_none()).collect();
+        self.timings.windows_reused += keys.len() - missing.len();
+        if !missing.is_empty() {
+            let t = Instant::now();
+            let win = self.window_shape();
+            let n: usize = win.iter().product();
+            let mut host = vec![0f32; missing.len() * n];
+            for (j, &i) in missing.iter().enumerate() {
+                extract_window(
+                    pre,
+                    rs,
+                    size,
+                    grid,
+                    starts[i],
+                    &mut host[j * n..(j + 1) * n],
+                );
+            }
+            let emb = self.model.embed_image_host(&host, missing.len())?;
+            let be = self.model.backend();
+            for (j, &i) in missing.iter().enumerate() {
+                let one = if missing.len() == 1 {
+                    be.slice_batch(&emb.tokens, 0, 1)?
+                } else {
+                    be.slice_batch(&emb.tokens, j, 1)?
+                };
+                let e = Arc::new(ImageEmbedding { tokens: one });
+                self.cache.insert(keys[i], e.clone());
+                got[i] = Some(e);
+            }
+            be.synchronize()?;
+            self.timings.zoom_in_encode += t.elapsed();
+            self.timings.windows_encoded += missing.len();
+        }
+        Ok(got.into_iter().map(|e| e.expect("filled above")).collect())
+    }
+}
+
+/// Inclusive bbox of the foreground voxels of (D, H, W) logits.
+pub fn positive_bbox(logits: &[f32], dims: [usize; 3]) -> Option<BoxI> {
+    let b = mask_bbox(
+        |d, h, w| is_foreground(logits[(d * dims[1] + h) * dims[2] + w]),
+        dims,
+    );
+    (b[0] >= 0.0).then(|| b.map(|v| v as usize))
+}
+
+/// The padded window image at `start`: ROI voxels of the cropped image,
+/// zeros in the padding.
+pub fn extract_window(
+    pre: &Preprocessed,
+    rs: [usize; 3],
+    size: [usize; 3],
+    grid: &WindowGrid,
+    start: [usize; 3],
+    out: &mut [f32],
+) {
+    let dims = pre.cropped_dims();
+    let win = grid.window;
+    let view = [0, 1, 2].map(|a| AxisView {
+        start: start[a],
+        shift: grid.pad_before[a],
+        size: size[a],
+        len: win[a],
+    });
+    out.fill(0.0);
+    for d in 0..win[0] {
+        let Some(rd) = view[0].to_roi(d) else {
+            continue;
+        };
+        for h in 0..win[1] {
+            let Some(rh) = view[1].to_roi(h) else {
+                continue;
+            };
+            let src_row = ((rs[0] + rd) * dims[1] + rs[1] + rh) * dims[2] + rs[2];
+            let dst_row = (d * win[1] + h) * win[2];
+            for w in 0..win[2] {
+                if let Some(rw) = view[2].to_roi(w) {
+                    out[dst_row + w] = pre.image[src_row + rw];
+                }
+            }
+        }
+    }
+}

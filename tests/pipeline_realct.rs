@@ -1,0 +1,202 @@
+//! The zoom-out-zoom-in pipeline against the reference run on real CTs
+//! (fixtures/README.md, "pipeline_realct/"), default config, synth weights.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{compare, fixture};
+use safetensors::SafeTensors;
+use segvol::backend::cpu::CpuBackend;
+use segvol::model::SegVol;
+use segvol::pipeline::is_foreground;
+use segvol::pipeline::preprocess::{IntensityStats, Preprocessed};
+use segvol::pipeline::zoom::{CategoryPrompt, PadMode, Segmenter, ZoomOptions};
+use segvol::weights::synth::synth_checkpoint;
+use segvol::ModelConfig;
+
+fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("fixture tensor {name}"));
+    t.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn i64s(st: &SafeTensors, name: &str) -> Vec<i64> {
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("fixture tensor {name}"));
+    t.data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn u8s(st: &SafeTensors, name: &str) -> Vec<u8> {
+    st.tensor(name)
+        .unwrap_or_else(|_| panic!("fixture tensor {name}"))
+        .data()
+        .to_vec()
+}
+
+fn arr3(v: &[i64]) -> [usize; 3] {
+    [v[0] as usize, v[1] as usize, v[2] as usize]
+}
+
+fn check(name: &str, got: &[f32], want: &[f32], max_abs: f64, rel_l2: f64) {
+    let (rel, max) = compare(got, want);
+    println!("{name:32} rel_l2 {rel:.2e}  max_abs {max:.2e}");
+    assert!(
+        max <= max_abs && rel <= rel_l2,
+        "{name}: rel_l2 {rel:.3e} (bound {rel_l2:.0e}), max_abs {max:.3e} (bound {max_abs:.0e})"
+    );
+}
+
+/// Mask mismatches are allowed only where the reference logit is within
+/// 1e-4 of the decision boundary.
+fn check_mask(name: &str, got_logits: &[f32], want_mask: &[u8], want_logits: Option<&[f32]>) {
+    let mut bad = 0;
+    let mut near = 0;
+    for (i, (&g, &m)) in got_logits.iter().zip(want_mask).enumerate() {
+        if is_foreground(g) != (m != 0) {
+            match want_logits {
+                Some(w) if w[i].abs() < 1e-4 => near += 1,
+                _ => bad += 1,
+            }
+        }
+    }
+    println!(
+        "{name}: {near} near-boundary flips, {bad} other mismatches of {}",
+        want_mask.len()
+    );
+    assert_eq!(
+        bad, 0,
+        "{name}: {bad} mask voxels differ away from the boundary"
+    );
+    assert!(near <= 3, "{name}: {near} boundary flips");
+}
+
+#[test]
+fn pipeline_ct_sm_box_text_faithful_and_fixed() {
+    let (Some(pp), Some(pre_p), Some(outp)) = (
+        fixture("pipeline_realct/ct_sm_box_text/pipeline.safetensors"),
+        fixture("preprocess/example_ct_sm.safetensors"),
+        fixture("default_realct/outputs.safetensors"),
+    ) else {
+        return;
+    };
+    let (pb, preb, outb) = (
+        std::fs::read(pp).unwrap(),
+        std::fs::read(pre_p).unwrap(),
+        std::fs::read(outp).unwrap(),
+    );
+    let (pl, prep, out) = (
+        SafeTensors::deserialize(&pb).unwrap(),
+        SafeTensors::deserialize(&preb).unwrap(),
+        SafeTensors::deserialize(&outb).unwrap(),
+    );
+
+    // The fixture's own preprocessing output, so this test covers the zoom
+    // stages alone (tests/preprocess.rs covers the preprocessing).
+    let pre = Preprocessed {
+        dims: [30, 101, 122],
+        stats: IntensityStats {
+            threshold: 0.0,
+            n_foreground: 0,
+            lo: 0.0,
+            hi: 1.0,
+        },
+        crop_start: arr3(&i64s(&pl, "crop_start_dhw")),
+        crop_end: arr3(&i64s(&pl, "crop_end_dhw")),
+        image: f32s(&prep, "image"),
+        zoom_out: f32s(&prep, "zoom_out_image"),
+        zoom_out_dims: [32, 256, 256],
+    };
+    assert_eq!(pre.cropped_dims(), [30, 96, 121]);
+
+    let cfg = ModelConfig::default();
+    let m = SegVol::load(
+        CpuBackend::new(),
+        Arc::new(synth_checkpoint(&cfg).unwrap()),
+        cfg,
+    )
+    .unwrap();
+    let ids: Vec<u32> = i64s(&out, "text_input_ids")
+        .iter()
+        .map(|&t| t as u32)
+        .collect();
+    let text = m.embed_text_ids(&ids).unwrap();
+    let b = f32s(&pl, "zoom_out_box");
+    let cat = CategoryPrompt {
+        text: Some(text),
+        bbox: Some([b[0], b[1], b[2], b[3], b[4], b[5]]),
+        points: vec![],
+    };
+
+    let mut seg = Segmenter::new(
+        &m,
+        ZoomOptions {
+            pad_mode: PadMode::Faithful,
+            ..Default::default()
+        },
+    );
+    let global = seg
+        .zoom_out_logits(&pre, std::slice::from_ref(&cat))
+        .unwrap()
+        .remove(0);
+    check(
+        "zoomout_logits_cropped_frame",
+        &global,
+        &f32s(&pl, "zoomout_logits_cropped_frame"),
+        2e-5,
+        2e-5,
+    );
+
+    let r = seg.zoom_in(&pre, &cat, 0, global.clone()).unwrap();
+    let roi: Vec<i64> = r.roi.unwrap().iter().map(|&v| v as i64).collect();
+    assert_eq!(roi, i64s(&pl, "roi_min_max_inclusive"));
+    let starts: Vec<i64> = r
+        .windows
+        .iter()
+        .flat_map(|w| w.start.map(|v| v as i64))
+        .collect();
+    assert_eq!(starts, i64s(&pl, "window_starts"));
+    let boxes: Vec<f32> = r.windows.iter().flat_map(|w| w.bbox.unwrap()).collect();
+    assert_eq!(boxes, f32s(&pl, "window_boxes"));
+    check(
+        "final_logits (faithful)",
+        &r.logits,
+        &f32s(&pl, "final_logits"),
+        2e-5,
+        2e-5,
+    );
+    check_mask(
+        "final_mask (faithful)",
+        &r.logits,
+        &u8s(&pl, "final_mask_u8"),
+        Some(&f32s(&pl, "final_logits")),
+    );
+
+    // Fixed mode: the one window's box moves by the padding (1, 80, 67);
+    // everything before the zoom-in decode is identical.
+    let mut fixed = Segmenter::new(
+        &m,
+        ZoomOptions {
+            pad_mode: PadMode::Fixed,
+            ..Default::default()
+        },
+    );
+    let rf = fixed.zoom_in(&pre, &cat, 0, global).unwrap();
+    assert_eq!(rf.roi, r.roi);
+    assert_eq!(rf.windows[0].start, r.windows[0].start);
+    assert_eq!(
+        rf.windows[0].bbox,
+        Some([1.0, 106.0, 109.0, 30.0, 166.0, 172.0])
+    );
+    let (rel, _) = compare(&rf.logits, &r.logits);
+    println!("fixed vs faithful final logits: rel_l2 {rel:.3e}");
+    assert!(rel > 1e-3, "fixed mode should change the zoom-in logits");
+}
