@@ -56,7 +56,8 @@ impl<'a> MatRef<'a> {
 }
 
 /// `c[m, n] = a[m, k] · b[k, n] + beta · c`, single-threaded. `c` is
-/// row-major with row stride `ldc` starting at `c[0]`.
+/// row-major with row stride `ldc` starting at `c[0]`. With `beta = 0`, C's
+/// old contents are never read (NaN or inf there do not propagate).
 pub fn sgemm_serial(
     m: usize,
     k: usize,
@@ -81,8 +82,12 @@ pub fn sgemm_serial(
     assert!((m - 1) * ldc + n <= c.len(), "gemm: C out of bounds");
     if k == 0 {
         for i in 0..m {
-            for v in &mut c[i * ldc..i * ldc + n] {
-                *v *= beta;
+            let row = &mut c[i * ldc..i * ldc + n];
+            // beta = 0 means "C is not read" (it may hold anything).
+            if beta == 0.0 {
+                row.fill(0.0);
+            } else {
+                row.iter_mut().for_each(|v| *v *= beta);
             }
         }
         return;

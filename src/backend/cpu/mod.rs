@@ -78,7 +78,9 @@ impl Backend for CpuBackend {
     }
 
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<CpuTensor> {
-        CpuTensor::from_vec(data.to_vec(), shape)
+        let mut v = tensor::scratch(data.len());
+        v.copy_from_slice(data);
+        CpuTensor::from_vec(v, shape)
     }
 
     fn download(&self, t: &CpuTensor) -> Result<Vec<f32>> {
@@ -129,7 +131,9 @@ impl Backend for CpuBackend {
         let item = numel(&shape[1..]);
         let mut s = shape.to_vec();
         s[0] = len;
-        CpuTensor::from_vec(x.data()[start * item..(start + len) * item].to_vec(), &s)
+        let mut v = tensor::scratch(len * item);
+        v.copy_from_slice(&x.data()[start * item..(start + len) * item]);
+        CpuTensor::from_vec(v, &s)
     }
 
     fn concat_batch(&self, xs: &[&CpuTensor]) -> Result<CpuTensor> {
@@ -194,7 +198,8 @@ impl Backend for CpuBackend {
         }
         let bias = b.map(|b| b.data());
         let out = self.run(|| {
-            let mut out = vec![0f32; m * n];
+            // Fully written: by the product (beta = 0) or by `init`.
+            let mut out = tensor::scratch(m * n);
             // Both hooks run per block of rows, next to that block's product,
             // so C is touched while it is in cache: with a residual, C starts
             // as residual + bias and the product accumulates into it;
@@ -246,7 +251,7 @@ impl Backend for CpuBackend {
         )?;
         let (bn, m, k, n) = (xs[0], xs[1], xs[2], ws[1]);
         let out = self.run(|| {
-            let mut out = vec![0f32; bn * m * n];
+            let mut out = tensor::scratch(bn * m * n);
             for (bi, o) in out.chunks_mut(m * n).enumerate() {
                 gemm::sgemm(
                     m,
@@ -269,10 +274,15 @@ impl Backend for CpuBackend {
             format!("add {:?} + {:?}", a.shape(), b.shape())
         })?;
         let out = self.run(|| {
-            let mut out = a.data().to_vec();
+            let mut out = tensor::scratch(a.len());
             out.par_chunks_mut(1 << 14)
+                .zip(a.data().par_chunks(1 << 14))
                 .zip(b.data().par_chunks(1 << 14))
-                .for_each(|(o, b)| o.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+                .for_each(|((o, a), b)| {
+                    for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                        *o = a + b;
+                    }
+                });
             out
         });
         CpuTensor::from_vec(out, a.shape())
@@ -294,9 +304,14 @@ impl Backend for CpuBackend {
         })?;
         let n = v.len();
         let out = self.run(|| {
-            let mut out = x.data().to_vec();
+            let mut out = tensor::scratch(x.len());
             out.par_chunks_mut(n)
-                .for_each(|o| o.iter_mut().zip(v.data()).for_each(|(o, v)| *o += v));
+                .zip(x.data().par_chunks(n))
+                .for_each(|(o, x)| {
+                    for ((o, x), v) in o.iter_mut().zip(x).zip(v.data()) {
+                        *o = x + v;
+                    }
+                });
             out
         });
         CpuTensor::from_vec(out, xs)
@@ -313,7 +328,7 @@ impl Backend for CpuBackend {
         check(w.len() == c && b.len() == c, || {
             format!("layer_norm {:?} with affine {:?}", x.shape(), w.shape())
         })?;
-        let mut out = vec![0f32; x.len()];
+        let mut out = tensor::scratch(x.len());
         self.run(|| norm::layer_norm_rows(x.data(), w.data(), b.data(), eps, &mut out));
         CpuTensor::from_vec(out, x.shape())
     }
@@ -332,7 +347,7 @@ impl Backend for CpuBackend {
         check(w.len() == item && b.len() == item, || {
             format!("layer_norm_item {s:?} with affine {:?}", w.shape())
         })?;
-        let mut out = vec![0f32; x.len()];
+        let mut out = tensor::scratch(x.len());
         self.run(|| {
             for (o, xi) in out.chunks_mut(item).zip(x.data().chunks(item)) {
                 norm::layer_norm_item(xi, w.data(), b.data(), eps, act, o);
@@ -375,7 +390,7 @@ impl Backend for CpuBackend {
         check(!s.causal || s.q_len == s.kv_len, || {
             "causal attention needs q_len == kv_len".into()
         })?;
-        let mut out = vec![0f32; s.batch * s.q_len * width];
+        let mut out = tensor::scratch(s.batch * s.q_len * width);
         self.run(|| attention::attention(qo, ko, vo, s, &mut out));
         CpuTensor::from_vec(out, &[s.batch, s.q_len, width])
     }
@@ -405,7 +420,7 @@ impl Backend for CpuBackend {
         check(pos.len() == n * c, || {
             format!("position embedding {:?} for {n} tokens", pos.shape())
         })?;
-        let mut out = vec![0f32; s[0] * n * c];
+        let mut out = tensor::scratch(s[0] * n * c);
         self.run(|| {
             volume::patch_embed(
                 image.data(),
@@ -439,7 +454,7 @@ impl Backend for CpuBackend {
             || format!("conv_transpose weight {ws:?}"),
         )?;
         let cout = ws[1];
-        let mut out = vec![0f32; s[0] * 8 * s[1] * cout];
+        let mut out = tensor::scratch(s[0] * 8 * s[1] * cout);
         self.run(|| {
             volume::conv_transpose_k2s2(
                 x.data(),
@@ -462,8 +477,153 @@ impl Backend for CpuBackend {
             || format!("resize {s:?} to {out:?}"),
         )?;
         let planes = s[0] * s[1];
-        let mut o = vec![0f32; planes * numel(&out)];
+        let mut o = tensor::scratch(planes * numel(&out));
         self.run(|| volume::resize(x.data(), planes, [s[2], s[3], s[4]], out, mode, &mut o));
         CpuTensor::from_vec(o, &[s[0], s[1], out[0], out[1], out[2]])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rnd(cpu: &CpuBackend, shape: &[usize], seed: u64) -> CpuTensor {
+        let n = numel(shape);
+        let mut s = seed;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect();
+        cpu.upload(&v, shape).unwrap()
+    }
+
+    /// Output buffers come from the recycling pool with arbitrary contents:
+    /// every op must overwrite all of its output. Runs each op, fills the pool
+    /// with NaN buffers of the output's size, runs it again and wants the
+    /// same bits.
+    #[test]
+    fn ops_overwrite_recycled_buffers() {
+        let cpu = CpuBackend::with_threads(2).unwrap();
+        let x = rnd(&cpu, &[1, 512, 64], 1);
+        let w = rnd(&cpu, &[600, 64], 2);
+        let b = rnd(&cpu, &[600], 3);
+        let r = rnd(&cpu, &[1, 512, 600], 4);
+        let w1 = rnd(&cpu, &[64], 5);
+        let big = rnd(&cpu, &[1, 4096, 96], 6);
+        let vol = rnd(&cpu, &[1, 2, 16, 32, 32], 7);
+        let img = rnd(&cpu, &[1, 1, 16, 64, 64], 8);
+        let pw = rnd(&cpu, &[96, 4 * 16 * 16], 9);
+        let pb = rnd(&cpu, &[96], 10);
+        let pos = rnd(&cpu, &[64, 96], 11);
+        let ctx = rnd(&cpu, &[1, 4096, 8], 12);
+        let ctw = rnd(&cpu, &[8, 8, 2, 2, 2], 13);
+        let ctb = rnd(&cpu, &[8], 14);
+        let item_w = rnd(&cpu, &[2, 16, 32, 32], 15);
+        let spec = AttnSpec {
+            batch: 1,
+            heads: 4,
+            head_dim: 24,
+            q_len: 4096,
+            kv_len: 4096,
+            scale: 0.2,
+            causal: false,
+        };
+        let ops: Vec<(&str, Box<dyn Fn() -> CpuTensor>)> = vec![
+            (
+                "linear",
+                Box::new(|| cpu.linear(&x, &w, None, Activation::None, None).unwrap()),
+            ),
+            (
+                "linear+bias+gelu",
+                Box::new(|| {
+                    cpu.linear(&x, &w, Some(&b), Activation::Gelu, None)
+                        .unwrap()
+                }),
+            ),
+            (
+                "linear+residual",
+                Box::new(|| {
+                    cpu.linear(&x, &w, Some(&b), Activation::None, Some(&r))
+                        .unwrap()
+                }),
+            ),
+            ("bmm_nt", Box::new(|| cpu.bmm_nt(&r, &r).unwrap())),
+            ("add", Box::new(|| cpu.add(&r, &r).unwrap())),
+            (
+                "add_broadcast",
+                Box::new(|| cpu.add_broadcast(&r, &b).unwrap()),
+            ),
+            (
+                "layer_norm",
+                Box::new(|| cpu.layer_norm(&big, &pb, &pb, 1e-5).unwrap()),
+            ),
+            (
+                "layer_norm_item",
+                Box::new(|| {
+                    cpu.layer_norm_item(&vol, &item_w, &item_w, 1e-5, Activation::Gelu)
+                        .unwrap()
+                }),
+            ),
+            (
+                "attention",
+                Box::new(|| {
+                    cpu.attention(
+                        AttnOperand::at(&big, 0),
+                        AttnOperand::at(&big, 0),
+                        AttnOperand::at(&big, 0),
+                        &spec,
+                    )
+                    .unwrap()
+                }),
+            ),
+            (
+                "patch_embed",
+                Box::new(|| cpu.patch_embed(&img, &pw, &pb, &pos, [4, 16, 16]).unwrap()),
+            ),
+            (
+                "conv_transpose",
+                Box::new(|| {
+                    cpu.conv_transpose_k2s2(&ctx, [16, 16, 16], &ctw, &ctb, Activation::Gelu)
+                        .unwrap()
+                }),
+            ),
+            (
+                "resize",
+                Box::new(|| cpu.resize(&vol, [16, 64, 64], Interp::Trilinear).unwrap()),
+            ),
+            (
+                "resize nearest",
+                Box::new(|| cpu.resize(&vol, [32, 48, 64], Interp::Nearest).unwrap()),
+            ),
+            (
+                "slice_batch",
+                Box::new(|| cpu.slice_batch(&r, 0, 1).unwrap()),
+            ),
+            (
+                "layer_norm rows (w)",
+                Box::new(|| cpu.layer_norm(&x, &w1, &w1, 1e-5).unwrap()),
+            ),
+        ];
+        for (name, op) in &ops {
+            let want = op().into_vec();
+            for _ in 0..4 {
+                tensor::recycle(vec![f32::NAN; want.len()]);
+            }
+            let got = op().into_vec();
+            assert!(
+                got.iter().all(|v| v.is_finite()),
+                "{name}: non-finite output"
+            );
+            assert!(
+                want.iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{name}: result changed with recycled buffers"
+            );
+        }
     }
 }

@@ -30,12 +30,14 @@ pub fn layer_norm_item(
 ) {
     const CHUNK: usize = 1 << 14;
     let n = x.len() as f64;
-    let mean = x.par_chunks(CHUNK).map(simd::sum).sum::<f64>() / n;
-    let var = x
-        .par_chunks(CHUNK)
-        .map(|c| simd::sq_dev_sum(c, mean))
-        .sum::<f64>()
-        / n;
+    // Partial sums collected in chunk order and added sequentially, so the
+    // result does not depend on how rayon split the work.
+    let ordered_sum = |f: &(dyn Fn(&[f32]) -> f64 + Sync)| -> f64 {
+        let parts: Vec<f64> = x.par_chunks(CHUNK).map(f).collect();
+        parts.iter().sum()
+    };
+    let mean = ordered_sum(&simd::sum) / n;
+    let var = ordered_sum(&|c| simd::sq_dev_sum(c, mean)) / n;
     let rstd = (1.0 / (var + eps as f64).sqrt()) as f32;
     let mean = mean as f32;
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, o)| {

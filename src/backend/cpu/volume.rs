@@ -25,7 +25,7 @@ pub fn patch_embed(
     let p = pd * ph * pw;
     let c = b.len();
     // im2col: one row of p voxels per token, C order (pd, ph, pw).
-    let mut cols = vec![0f32; batch * n * p];
+    let mut cols = super::tensor::scratch(batch * n * p);
     cols.par_chunks_mut(p).enumerate().for_each(|(row, dst)| {
         let bi = row / n;
         let t = row % n;
@@ -59,6 +59,7 @@ pub fn patch_embed(
         out,
         c,
     );
+    super::tensor::recycle(cols);
 }
 
 /// ConvTranspose3d k2 s2 on channels-last data (see `Backend::conv_transpose_k2s2`).
