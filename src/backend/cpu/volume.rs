@@ -3,7 +3,8 @@
 use rayon::prelude::*;
 
 use super::gemm::{sgemm, sgemm_serial, MatRef};
-use super::math::act_inplace;
+use super::simd;
+use super::tensor::{recycle, scratch};
 use crate::backend::{Activation, Interp};
 
 /// image `[B, 1, D, H, W]` → `[B, N, C]` (see `Backend::patch_embed`).
@@ -25,7 +26,7 @@ pub fn patch_embed(
     let p = pd * ph * pw;
     let c = b.len();
     // im2col: one row of p voxels per token, C order (pd, ph, pw).
-    let mut cols = super::tensor::scratch(batch * n * p);
+    let mut cols = scratch(batch * n * p);
     cols.par_chunks_mut(p).enumerate().for_each(|(row, dst)| {
         let bi = row / n;
         let t = row % n;
@@ -59,8 +60,13 @@ pub fn patch_embed(
         out,
         c,
     );
-    super::tensor::recycle(cols);
+    recycle(cols);
 }
+
+/// Input voxels per conv_transpose task: enough rows for the product to
+/// amortise packing the weight (cin × 8·cout), few enough to keep the
+/// task's product in L2 and give every thread several tasks.
+const CONVT_VOXELS: usize = 256;
 
 /// ConvTranspose3d k2 s2 on channels-last data (see `Backend::conv_transpose_k2s2`).
 #[allow(clippy::too_many_arguments)]
@@ -79,44 +85,58 @@ pub fn conv_transpose_k2s2(
     let s = gd * gh * gw;
     let (oh, ow) = (2 * gh, 2 * gw);
     let n8 = cout * 8;
-    // One task per input row of voxels (fixed b, z, y): its 8·gw outputs are
-    // disjoint from every other task's.
-    let rows = batch * gd * gh;
+    // PyTorch's [cin, cout, 2, 2, 2] reordered to [cin, (kd, kh, kw), cout]:
+    // each of a voxel's 8 outputs is then a contiguous run of the product.
+    // Per output element the product's sum over cin is unchanged.
+    let mut wk = scratch(cin * n8);
+    wk.par_chunks_mut(n8)
+        .zip(w.par_chunks(n8))
+        .for_each(|(dst, src)| {
+            for co in 0..cout {
+                for kk in 0..8 {
+                    dst[kk * cout + co] = src[co * 8 + kk];
+                }
+            }
+        });
+    // One task per block of whole input rows (fixed b, z, y): its outputs
+    // are disjoint from every other task's.
+    let rows_per_task = (CONVT_VOXELS / gw.max(1)).max(1);
+    let row_blocks = (gd * gh).div_ceil(rows_per_task);
     let out_ptr = SendPtr(out.as_mut_ptr());
-    (0..rows).into_par_iter().for_each_init(
-        || vec![0f32; gw * n8],
-        |tmp, r| {
-            let bi = r / (gd * gh);
-            let z = (r / gh) % gd;
-            let y = r % gh;
-            let x0 = (bi * s + (z * gh + y) * gw) * cin;
-            // w as [cin, cout·8] row-major is exactly PyTorch's (in, out, kd, kh, kw).
+    let wkr = &wk[..];
+    (0..batch * row_blocks)
+        .into_par_iter()
+        .for_each_init(Vec::new, |tmp: &mut Vec<f32>, t| {
+            let bi = t / row_blocks;
+            let r0 = (t % row_blocks) * rows_per_task;
+            let rows = rows_per_task.min(gd * gh - r0);
+            let vox = rows * gw;
+            tmp.resize(vox * n8, 0.0);
             sgemm_serial(
-                gw,
+                vox,
                 cin,
                 n8,
-                MatRef::rows(x, x0, cin),
-                MatRef::rows(w, 0, n8),
+                MatRef::rows(x, (bi * s + r0 * gw) * cin, cin),
+                MatRef::rows(wkr, 0, n8),
                 0.0,
                 tmp,
                 n8,
             );
-            for xx in 0..gw {
-                let t = &tmp[xx * n8..(xx + 1) * n8];
+            for (v, t) in tmp.chunks(n8).enumerate() {
+                let r = r0 + v / gw;
+                let (z, y, xx) = (r / gh, r % gh, v % gw);
                 for kk in 0..8 {
                     let (kd, kh, kw) = (kk >> 2, (kk >> 1) & 1, kk & 1);
                     let opos = ((2 * z + kd) * oh + 2 * y + kh) * ow + 2 * xx + kw;
                     let dst = (bi * 8 * s + opos) * cout;
                     // SAFETY: (bi, opos) is written by this task only.
                     let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(dst), cout) };
-                    for co in 0..cout {
-                        o[co] = t[co * 8 + kk] + bias[co];
-                    }
-                    act_inplace(o, act);
+                    o.copy_from_slice(&t[kk * cout..(kk + 1) * cout]);
+                    simd::bias_act_inplace(o, Some(bias), act);
                 }
             }
-        },
-    );
+        });
+    recycle(wk);
 }
 
 #[derive(Clone, Copy)]
@@ -257,7 +277,18 @@ mod tests {
 
     #[test]
     fn conv_transpose_matches_direct_definition() {
-        let (b, cin, cout, g) = (2usize, 5usize, 3usize, [2usize, 3usize, 2usize]);
+        // One task per item; then several tasks per item with a partial last
+        // block of rows (256 / 40 = 6 rows per task over 15 rows).
+        for (b, cin, cout, g) in [
+            (2usize, 5usize, 3usize, [2usize, 3, 2]),
+            (2, 7, 4, [3, 5, 40]),
+        ] {
+            check_conv_transpose(b, cin, cout, g, Activation::None);
+            check_conv_transpose(b, cin, cout, g, Activation::Gelu);
+        }
+    }
+
+    fn check_conv_transpose(b: usize, cin: usize, cout: usize, g: [usize; 3], act: Activation) {
         let s = g[0] * g[1] * g[2];
         let x: Vec<f32> = (0..b * s * cin)
             .map(|i| ((i * 37 % 17) as f32 - 8.0) * 0.1)
@@ -265,9 +296,9 @@ mod tests {
         let w: Vec<f32> = (0..cin * cout * 8)
             .map(|i| ((i * 13 % 11) as f32 - 5.0) * 0.07)
             .collect();
-        let bias = vec![0.1, -0.2, 0.3];
+        let bias: Vec<f32> = (0..cout).map(|i| 0.1 * i as f32 - 0.2).collect();
         let mut out = vec![f32::NAN; b * 8 * s * cout];
-        conv_transpose_k2s2(&x, b, g, cin, &w, &bias, Activation::None, &mut out);
+        conv_transpose_k2s2(&x, b, g, cin, &w, &bias, act, &mut out);
         let o = [2 * g[0], 2 * g[1], 2 * g[2]];
         for bi in 0..b {
             for z in 0..o[0] {
@@ -282,8 +313,9 @@ mod tests {
                                 let wi = ((ci * cout + co) * 2 + kd) * 4 + kh * 2 + kw;
                                 want += x[xi] as f64 * w[wi] as f64;
                             }
+                            let want = crate::backend::apply_act(act, want as f32);
                             let got = out[(bi * 8 * s + (z * o[1] + y) * o[2] + xx) * cout + co];
-                            assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
+                            assert!((got - want).abs() < 1e-5, "{act:?} {g:?}: {got} vs {want}");
                         }
                     }
                 }
