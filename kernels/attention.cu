@@ -55,7 +55,7 @@ __device__ __forceinline__ void attn_generic_impl(
     float m[GEN_R], l[GEN_R], acc[GEN_R][DPL];
 #pragma unroll
     for (int r = 0; r < GEN_R; r++) {
-        m[r] = -INFINITY;
+        m[r] = NEG_INF;
         l[r] = 0.0f;
 #pragma unroll
         for (int i = 0; i < DPL; i++) acc[r][i] = 0.0f;
@@ -94,13 +94,13 @@ __device__ __forceinline__ void attn_generic_impl(
         for (int r = 0; r < GEN_R; r++) {
             const int qi = q0 + warp * GEN_R + r;
             const bool ok = key < kv_len && (!causal || key <= qi);
-            const float sv = ok ? s[r] * scale : -INFINITY;
+            const float sv = ok ? s[r] * scale : NEG_INF;
             const float m_new = fmaxf(m[r], warp_max(sv));
             // A row that has seen no visible key yet keeps m = -inf; subtract
             // 0 then so that exp gives 0 rather than NaN.
-            const float base = m_new == -INFINITY ? 0.0f : m_new;
+            const float base = m_new == NEG_INF ? 0.0f : m_new;
             const float p = expf(sv - base);
-            const float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - base);
+            const float corr = m[r] == NEG_INF ? 0.0f : expf(m[r] - base);
             l[r] = l[r] * corr + warp_sum(p);
             m[r] = m_new;
 #pragma unroll
@@ -278,7 +278,7 @@ __device__ __forceinline__ void attn_mma_impl(const bf16_t* __restrict__ q,
     for (int i = 0; i < DN; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
     // Rows g and g + 8 of the warp's 16 (g = lane / 4): running max and the
     // lane's share of the running sum (summed over the quad at the end).
-    float mrow[2] = {-INFINITY, -INFINITY};
+    float mrow[2] = {NEG_INF, NEG_INF};
     float lrow[2] = {0.0f, 0.0f};
     const int qrow = q0 + warp * 16 + (lane >> 2);
 
@@ -327,19 +327,19 @@ __device__ __forceinline__ void attn_mma_impl(const bf16_t* __restrict__ q,
                 const int key = key0 + nb * 8 + (e & 1);
                 const int qi = qrow + (e >> 1) * 8;
                 const bool ok = key < kv_len && (!causal || key <= qi);
-                s[nb][e] = ok ? s[nb][e] * scale_log2 : -INFINITY;
+                s[nb][e] = ok ? s[nb][e] * scale_log2 : NEG_INF;
             }
 
 #pragma unroll
         for (int hr = 0; hr < 2; hr++) {
-            float mx = -INFINITY;
+            float mx = NEG_INF;
 #pragma unroll
             for (int nb = 0; nb < SN; nb++) mx = fmaxf(mx, fmaxf(s[nb][2 * hr], s[nb][2 * hr + 1]));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
             const float m_new = fmaxf(mrow[hr], mx);
-            const float base = m_new == -INFINITY ? 0.0f : m_new;
-            const float corr = mrow[hr] == -INFINITY ? 0.0f : exp2f(mrow[hr] - base);
+            const float base = m_new == NEG_INF ? 0.0f : m_new;
+            const float corr = mrow[hr] == NEG_INF ? 0.0f : exp2f(mrow[hr] - base);
             float sum = 0.0f;
 #pragma unroll
             for (int nb = 0; nb < SN; nb++) {

@@ -8,6 +8,9 @@
 typedef unsigned short bf16_t;
 typedef unsigned short f16_t;
 
+// -inf without <math.h> (NVRTC has no INFINITY).
+#define NEG_INF __int_as_float(0xff800000)
+
 // Activation codes; must match `Activation` in src/backend/cuda/kernels.rs.
 #define ACT_NONE 0
 #define ACT_GELU 1
