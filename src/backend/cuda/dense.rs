@@ -24,11 +24,7 @@ impl CudaBackend {
             || format!("linear {xs:?} · {ws:?}ᵀ"),
         )?;
         let (n, k) = (ws[0], ws[1]);
-        let m = if k == 0 {
-            numel(&xs[..xs.len() - 1])
-        } else {
-            x.numel() / k
-        };
+        let m = numel(&xs[..xs.len() - 1]);
         let mut shape = xs.clone();
         *shape.last_mut().unwrap() = n;
         if let Some(b) = b {

@@ -41,7 +41,7 @@ impl Device {
     pub fn resolve(self) -> Result<Device> {
         match self {
             Device::Cpu => Ok(Device::Cpu),
-            Device::Auto => Ok(if cuda_device_count().is_ok_and(|n| n > 0) {
+            Device::Auto => Ok(if cuda_available() {
                 Device::Cuda(0)
             } else {
                 Device::Cpu
@@ -82,9 +82,36 @@ pub(crate) fn no_such_device(n: usize, count: usize) -> Error {
     ))
 }
 
-/// True when libcuda loads, initialises and reports at least one device.
+/// True when libcuda loads, initialises and reports at least one device,
+/// and cuBLAS/cuBLASLt are loadable: what `--device auto` needs to pick CUDA.
 pub fn cuda_available() -> bool {
-    cuda_device_count().is_ok_and(|n| n > 0)
+    cuda_unavailable_reason().is_none()
+}
+
+/// Why `--device auto` would fall back to the CPU, or None when CUDA is usable.
+pub fn cuda_unavailable_reason() -> Option<String> {
+    match cuda_device_count() {
+        Ok(0) => return Some("the CUDA driver reports no device".into()),
+        Ok(_) => {}
+        Err(e) => return Some(e.to_string()),
+    }
+    blas_present().err().map(|e| e.to_string())
+}
+
+pub(crate) fn blas_present() -> Result<()> {
+    if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+        return Err(Error::Cuda(
+            "cuBLAS (libcublas.so) not found; add the CUDA toolkit's lib64 to LD_LIBRARY_PATH"
+                .into(),
+        ));
+    }
+    if !unsafe { cudarc::cublaslt::sys::is_culib_present() } {
+        return Err(Error::Cuda(
+            "cuBLASLt (libcublasLt.so) not found; add the CUDA toolkit's lib64 to LD_LIBRARY_PATH"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The number of CUDA devices, or why CUDA cannot be used

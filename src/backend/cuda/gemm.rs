@@ -270,6 +270,12 @@ impl Blas {
                 ltsys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                 &bias,
             )?;
+            // The bias is bf16 like D; say so rather than rely on the default.
+            let bias_type = ty as i32;
+            desc.set(
+                ltsys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                &bias_type,
+            )?;
         }
         let a = if g.w_nk {
             LtLayout::new(ty, k, m, k as i64)?

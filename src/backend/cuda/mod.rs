@@ -12,6 +12,25 @@
 //! A machine without CUDA is not an error until a backend is asked for:
 //! [`CudaBackend::new`] checks for libcuda (cudarc would panic), the device,
 //! cuBLAS and, when needed, NVRTC, and reports what is missing.
+//!
+//! How each [`Backend`] op runs (kernel files under `kernels/`):
+//!
+//! | op | work |
+//! |---|---|
+//! | upload / download | one copy (bf16 converted on the host) |
+//! | weight | memory map → pinned chunks → device; dtype cast kernel (`elementwise.cu`) when the checkpoint dtype differs |
+//! | repeat / slice / concat_batch | device-to-device copies |
+//! | narrow_rows | one strided 2-D copy (`cuMemcpy2DAsync`) |
+//! | linear, f32 | `cublasSgemm` (default math, no TF32) + `epilogue` kernel (bias, activation, residual) when needed |
+//! | linear, bf16 | cuBLASLt with bias/ReLU epilogue and the residual as C: one call; erf-GELU / quick_gelu then `epilogue` in place; plain `cublasGemmEx` + `epilogue` if Lt has no algorithm |
+//! | bmm_nt | `cublasSgemmStridedBatched` / `cublasGemmStridedBatchedEx` |
+//! | add, add_broadcast | `add`, `add_broadcast` |
+//! | layer_norm | `ln_rows_*` (a warp per row, row in registers, C ≤ 1024) or `ln_rows_block_*` |
+//! | layer_norm_item | `ln_item_sum` → `ln_item_sqdev` → `ln_item_apply` (two-pass, f64 partials, affine + activation fused) |
+//! | attention | `attn_mma_{D}_{warps}` (bf16 tensor cores, flash-style) or `attn_generic_*` (f32 arithmetic; parity mode and odd head dims) |
+//! | patch_embed | `im2col` → GEMM → `epilogue` (bias + position embedding) |
+//! | conv_transpose_k2s2 | GEMM `[B·S, Cin]·[Cin, Cout·8]` → `convt_scatter` (bias + activation) |
+//! | resize | host-computed taps (the CPU backend's functions) → `resize_trilinear` / `resize_nearest` |
 
 pub mod device;
 pub mod gemm;
@@ -29,7 +48,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, CudaStream, DevicePtr, LaunchConfig};
 
-pub use device::{cuda_available, cuda_device_count, Device};
+pub use device::{cuda_available, cuda_device_count, cuda_unavailable_reason, Device};
 pub use tensor::{CudaTensor, DType};
 
 use crate::backend::{Activation, AttnOperand, AttnSpec, Backend, Interp};
@@ -138,18 +157,7 @@ impl CudaBackend {
         if ordinal >= count {
             return Err(device::no_such_device(ordinal, count));
         }
-        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-            return Err(Error::Cuda(
-                "cuBLAS (libcublas.so) not found; add the CUDA toolkit's lib64 to LD_LIBRARY_PATH"
-                    .into(),
-            ));
-        }
-        if !unsafe { cudarc::cublaslt::sys::is_culib_present() } {
-            return Err(Error::Cuda(
-                "cuBLASLt (libcublasLt.so) not found; add the CUDA toolkit's lib64 to LD_LIBRARY_PATH"
-                    .into(),
-            ));
-        }
+        device::blas_present()?;
         device::guard("CUDA setup", || Self::init(ordinal, precision, options))
     }
 
