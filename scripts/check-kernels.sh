@@ -98,10 +98,10 @@ TDIR="target/nvcc-check"
 if NVCC="$NVCC_BIN" SEGVOL_CUDA_ARCH=sm_90 SEGVOL_NVCC_STRICT=1 \
         cargo build --lib --quiet --target-dir "$TDIR" 2>"$WORK/cargo.log"; then
     gen="$(ls -t "$TDIR"/debug/build/segvol-*/out/kernels.rs 2>/dev/null | head -n1)"
-    if [[ -n "$gen" ]] && grep -q 'PTX_ARCH: Option<&str> = Some("sm_90")' "$gen"; then
-        note "ok: build.rs embedded nvcc PTX for sm_90 ($gen)"
+    if [[ -n "$gen" ]] && grep -q 'PTX_ARCH: Option<&str> = Some("sm_90")' "$gen" && grep -q 'CUBIN_ARCH: Option<&str> = Some("sm_90")' "$gen"; then
+        note "ok: build.rs embedded nvcc PTX and cubins for sm_90 ($gen)"
     else
-        note "FAIL: the build did not embed sm_90 PTX (${gen:-no kernels.rs found})"; fail=1
+        note "FAIL: the build did not embed sm_90 PTX and cubins (${gen:-no kernels.rs found})"; fail=1
     fi
 else
     note "FAIL: cargo build with nvcc"; cat "$WORK/cargo.log"; fail=1

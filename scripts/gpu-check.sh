@@ -85,7 +85,7 @@ if ((HAVE_CARGO)); then
                                   sed 's/"executable":"\(.*\)"/\1/' | sort -u)
         build_status="ok"
         gen="$(ls -t target/release/build/segvol-*/out/kernels.rs 2>/dev/null | head -n1)"
-        grep -h "PTX_ARCH" "$gen" 2>/dev/null | tail -n1
+        grep -hE "(PTX|CUBIN)_ARCH" "$gen" 2>/dev/null
     else
         echo "cargo build failed (see build.log); trying prebuilt binaries"
     fi

@@ -39,7 +39,7 @@ strip --strip-debug .gpu-bin/* 2>/dev/null || true
 gen="$(ls -t target/release/build/segvol-*/out/kernels.rs | head -n1)"
 {
     echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
-    echo "nvcc $("$NVCC" --version | grep -o 'release [0-9.]*'), $(grep -h PTX_ARCH "$gen" | tail -n1)"
+    echo "nvcc $("$NVCC" --version | grep -o 'release [0-9.]*'), $(grep -hE "(PTX|CUBIN)_ARCH:" "$gen" | tr "\n" " ")"
     echo "glibc $(ldd --version | head -n1 | grep -o '[0-9.]*$')"
 } >.gpu-bin/BUILD_INFO
 cat .gpu-bin/BUILD_INFO

@@ -759,7 +759,7 @@ fn nvrtc_compiles_every_kernel() {
     let mut all = Vec::new();
     for arch in ["compute_80", "compute_90"] {
         let mut entries = Vec::new();
-        for (name, src, _) in kernels::modules() {
+        for (name, src, _, _) in kernels::modules() {
             let ptx = kernels::nvrtc_compile(name, src, arch).unwrap_or_else(|e| panic!("{e}"));
             let found = kernels::ptx_entries(&ptx.to_src());
             assert!(!found.is_empty(), "{name}.cu has no entry points");

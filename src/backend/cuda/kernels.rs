@@ -16,9 +16,16 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 
-/// The kernel modules as build.rs embedded them: (name, NVRTC source, PTX).
-pub fn modules() -> &'static [(&'static str, &'static str, &'static str)] {
+/// The kernel modules as build.rs embedded them: (name, NVRTC source, PTX,
+/// cubin); PTX and cubin are empty when the build had no nvcc or no real
+/// target architecture.
+pub fn modules() -> &'static [(&'static str, &'static str, &'static str, &'static [u8])] {
     generated::MODULES
+}
+
+/// nvcc's machine-code target when cubins are embedded, e.g. `Some("sm_90")`.
+pub fn cubin_arch() -> Option<&'static str> {
+    generated::CUBIN_ARCH
 }
 
 /// nvcc's PTX target when the build had nvcc, e.g. `Some("sm_90")`.
@@ -39,6 +46,7 @@ pub fn act_code(act: Activation) -> i32 {
 /// How the kernels were obtained, for `CudaBackend::name`.
 #[derive(Clone, Debug)]
 pub enum KernelOrigin {
+    Cubin(&'static str),
     Ptx(&'static str),
     Nvrtc(String),
 }
@@ -46,6 +54,7 @@ pub enum KernelOrigin {
 impl std::fmt::Display for KernelOrigin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            KernelOrigin::Cubin(a) => write!(f, "nvcc cubin {a}"),
             KernelOrigin::Ptx(a) => write!(f, "nvcc PTX {a}"),
             KernelOrigin::Nvrtc(a) => write!(f, "NVRTC {a}"),
         }
@@ -61,9 +70,20 @@ impl Kernels {
     pub fn load(ctx: &Arc<CudaContext>, cc: (i32, i32)) -> Result<Self> {
         let cc_num = cc.0 * 10 + cc.1;
         let mut ptx_err = None;
+        if let Some(arch) = cubin_arch() {
+            if cubin_runs_on(arch, cc) {
+                // A cubin the driver refuses (too old a driver, say) still
+                // leaves the PTX and NVRTC routes below.
+                if let Ok(funcs) =
+                    load_all(ctx, |_, _, _, cubin| Ok(Ptx::from_binary(cubin.to_vec())))
+                {
+                    return finish(ctx, funcs, KernelOrigin::Cubin(arch));
+                }
+            }
+        }
         if let Some(arch) = ptx_arch() {
             if ptx_runs_on(arch, cc_num) {
-                match load_all(ctx, |_, _, ptx| Ok(Ptx::from_src(ptx))) {
+                match load_all(ctx, |_, _, ptx, _| Ok(Ptx::from_src(ptx))) {
                     Ok(funcs) => {
                         return finish(ctx, funcs, KernelOrigin::Ptx(arch));
                     }
@@ -88,7 +108,7 @@ impl Kernels {
             )));
         }
         let arch = format!("compute_{cc_num}");
-        let funcs = load_all(ctx, |name, src, _| nvrtc_compile(name, src, &arch))?;
+        let funcs = load_all(ctx, |name, src, _, _| nvrtc_compile(name, src, &arch))?;
         finish(ctx, funcs, KernelOrigin::Nvrtc(arch))
     }
 
@@ -114,6 +134,22 @@ fn ptx_runs_on(arch: &str, cc_num: i32) -> bool {
         target == cc_num
     } else {
         target <= cc_num
+    }
+}
+
+/// Machine code for `sm_XY` runs on compute capability X.y with y ≥ Y
+/// (`sm_XYa`: X.Y only).
+fn cubin_runs_on(arch: &str, cc: (i32, i32)) -> bool {
+    let num = arch.trim_start_matches("sm_");
+    let specific = num.ends_with('a') || num.ends_with('f');
+    let Ok(target) = num.trim_end_matches(['a', 'f']).parse::<i32>() else {
+        return false;
+    };
+    let (major, minor) = (target / 10, target % 10);
+    if specific {
+        (major, minor) == cc
+    } else {
+        major == cc.0 && minor <= cc.1
     }
 }
 
@@ -148,16 +184,22 @@ pub fn ptx_entries(ptx: &str) -> Vec<String> {
         .collect()
 }
 
+/// Loads every module as `get_image` provides it; entry names come from the
+/// PTX (nvcc's, or the NVRTC image itself).
 fn load_all(
     ctx: &Arc<CudaContext>,
-    get_ptx: impl Fn(&str, &str, &str) -> Result<Ptx>,
+    get_image: impl Fn(&str, &str, &str, &[u8]) -> Result<Ptx>,
 ) -> Result<HashMap<String, CudaFunction>> {
     let mut funcs = HashMap::new();
-    for &(name, src, ptx) in modules() {
-        let ptx = get_ptx(name, src, ptx)?;
-        let text = ptx.to_src();
+    for &(name, src, ptx, cubin) in modules() {
+        let image = get_image(name, src, ptx, cubin)?;
+        let text = if ptx.is_empty() {
+            image.to_src()
+        } else {
+            ptx.to_string()
+        };
         let module = ctx
-            .load_module(ptx)
+            .load_module(image)
             .map_err(|e| Error::Cuda(format!("loading kernels/{name}.cu: {e}")))?;
         for entry in ptx_entries(&text) {
             let f = module
@@ -207,6 +249,15 @@ mod tests {
     }
 
     #[test]
+    fn cubin_arch_rules() {
+        assert!(cubin_runs_on("sm_90", (9, 0)));
+        assert!(!cubin_runs_on("sm_90", (10, 0)));
+        assert!(cubin_runs_on("sm_80", (8, 6)));
+        assert!(!cubin_runs_on("sm_86", (8, 0)));
+        assert!(!cubin_runs_on("sm_90a", (9, 1)));
+    }
+
+    #[test]
     fn entries_parsed() {
         let ptx = ".visible .entry add_f32(\n\t.param .u64 a\n)\n.visible .entry ln_rows_bf16_8(\n";
         assert_eq!(ptx_entries(ptx), vec!["add_f32", "ln_rows_bf16_8"]);
@@ -225,13 +276,18 @@ mod tests {
         ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
-        for (name, src, ptx) in modules() {
+        for (name, src, ptx, cubin) in modules() {
             assert!(
                 !src.contains("#include"),
                 "{name}: NVRTC source still has an #include"
             );
             assert!(src.contains("extern \"C\""), "{name}: no entry points");
             assert_eq!(ptx.is_empty(), ptx_arch().is_none(), "{name}: PTX presence");
+            assert_eq!(
+                cubin.is_empty(),
+                cubin_arch().is_none(),
+                "{name}: cubin presence"
+            );
         }
     }
 }
