@@ -23,9 +23,7 @@ pub fn fixture(rel: &str) -> Option<PathBuf> {
     // fixtures/tiny is also kept in the crate so the core parity test runs
     // for anyone who clones it.
     if let Some(rest) = rel.strip_prefix("tiny/") {
-        let local = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/tiny")
-            .join(rest);
+        let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(rest);
         if local.exists() {
             return Some(local);
         }
