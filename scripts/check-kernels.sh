@@ -122,6 +122,9 @@ fi
 # ---- 4. tensor-core attention simulation ----------------------------------------------
 note ""
 SIMPY=""
+# numpy for the simulation: best effort, the other checks do not need it.
+"$VENV/bin/python" -c "import numpy" 2>/dev/null ||
+    "$VENV/bin/pip" install -q --disable-pip-version-check numpy >/dev/null 2>&1 || true
 for p in "$VENV/bin/python" "$PY"; do
     if "$p" -c "import numpy" 2>/dev/null; then SIMPY="$p"; break; fi
 done
