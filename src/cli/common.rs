@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use segvol::backend::cpu::CpuBackend;
+use segvol::backend::cuda::{cuda_unavailable_reason, CudaBackend, Device, Precision};
 use segvol::backend::Backend;
 use segvol::error::{Error, Result};
 use segvol::model::{ClipTokenizer, SegVol, TextEmbedder};
@@ -108,11 +109,33 @@ pub fn dispatch<T: BackendTask>(engine: &EngineArgs, task: T) -> Result<T::Outpu
         Some(n) => CpuBackend::with_threads(n),
         None => Ok(CpuBackend::new()),
     };
-    match engine.device.as_str() {
-        "auto" | "cpu" => task.run(cpu()?),
-        other => Err(Error::Invalid(format!(
-            "device {other:?}: expected auto or cpu"
-        ))),
+    let requested = Device::parse(&engine.device)?;
+    match requested.resolve()? {
+        Device::Cuda(n) => {
+            let precision = Precision::parse(engine.precision.as_deref().unwrap_or("bf16"))?;
+            match CudaBackend::new(n, precision) {
+                Ok(be) => task.run(be),
+                // auto falls back to the CPU, saying why.
+                Err(e) if requested == Device::Auto => {
+                    eprintln!("segvol: CUDA unavailable ({e}); using the CPU");
+                    task.run(cpu()?)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        _ => {
+            if requested == Device::Auto {
+                if let Some(why) = cuda_unavailable_reason() {
+                    eprintln!("segvol: no GPU ({why}); using the CPU");
+                }
+            }
+            if let Some(p) = engine.precision.as_deref().filter(|p| *p != "f32") {
+                return Err(Error::Invalid(format!(
+                    "precision {p}: the CPU backend computes in f32"
+                )));
+            }
+            task.run(cpu()?)
+        }
     }
 }
 

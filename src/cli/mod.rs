@@ -98,9 +98,14 @@ pub struct EngineArgs {
     /// downloaded once when missing.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// cpu (more devices when built with a GPU backend).
+    /// auto (CUDA when a driver and a GPU are present, else the CPU), cpu,
+    /// cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// GPU precision: bf16 (default on GPU; f32 accumulation) or f32
+    /// (parity mode). The CPU always computes in f32.
+    #[arg(long)]
+    pub precision: Option<String>,
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
