@@ -1,6 +1,7 @@
 //! Command-line arguments and dispatch. Each subcommand lives in its own
 //! file and only calls the library.
 
+mod bench;
 mod common;
 mod eval;
 mod segment;
@@ -42,6 +43,8 @@ pub enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Time the encoder, the decoder and the whole pipeline on one device.
+    Bench(BenchArgs),
     /// Write the synthetic test weights ("synth v2"): meaningless masks, for tests and benchmarks.
     SynthWeights {
         #[arg(long, default_value = "default")]
@@ -185,10 +188,34 @@ pub struct EvalArgs {
     pub json: Option<PathBuf>,
 }
 
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Config of the synthetic weights when --weights is not given.
+    #[arg(long, default_value = "default")]
+    pub config: String,
+    /// A CT to run the pipeline on (default: a synthetic phantom).
+    #[arg(long)]
+    pub ct: Option<PathBuf>,
+    /// Phantom size X,Y,Z when no --ct is given.
+    #[arg(long, value_delimiter = ',', default_value = "192,192,48")]
+    pub phantom: Vec<usize>,
+    #[arg(long, default_value = "liver")]
+    pub text: String,
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Command::Segment(a) => segment::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Inspect { weights } => weights_cmd::inspect(&weights),
         Command::Convert { weights, output } => weights_cmd::convert(&weights, &output),
         Command::SynthWeights { config, output } => weights_cmd::synth(&config, &output),
