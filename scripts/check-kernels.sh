@@ -94,10 +94,12 @@ note "kernels checked: $nk per architecture"
 # ---- 2. crate build with this nvcc --------------------------------------------------
 note ""
 note "== cargo build with NVCC=$NVCC_BIN, SEGVOL_CUDA_ARCH=sm_90"
-TDIR="target/nvcc-check"
+# The release profile and the default target dir, so that after
+# `cargo test --release` only this crate rebuilds (CI has 2 cores).
+TDIR="${SEGVOL_CHECK_TARGET_DIR:-target}"
 if NVCC="$NVCC_BIN" SEGVOL_CUDA_ARCH=sm_90 SEGVOL_NVCC_STRICT=1 \
-        cargo build --lib --quiet --target-dir "$TDIR" 2>"$WORK/cargo.log"; then
-    gen="$(ls -t "$TDIR"/debug/build/segvol-*/out/kernels.rs 2>/dev/null | head -n1)"
+        cargo build --release --lib --quiet --target-dir "$TDIR" 2>"$WORK/cargo.log"; then
+    gen="$(ls -t "$TDIR"/release/build/segvol-*/out/kernels.rs 2>/dev/null | head -n1)"
     if [[ -n "$gen" ]] && grep -q 'PTX_ARCH: Option<&str> = Some("sm_90")' "$gen" && grep -q 'CUBIN_ARCH: Option<&str> = Some("sm_90")' "$gen"; then
         note "ok: build.rs embedded nvcc PTX and cubins for sm_90 ($gen)"
     else
@@ -111,7 +113,7 @@ fi
 note ""
 note "== NVRTC 13.0 compile of the embedded sources (no GPU needed)"
 if LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-        cargo test --quiet --test cuda_backend nvrtc_compiles_every_kernel -- --nocapture \
+        cargo test --release --quiet --target-dir "$TDIR" --test cuda_backend nvrtc_compiles_every_kernel -- --nocapture \
         >"$WORK/nvrtc.log" 2>&1; then
     grep -E "NVRTC compute|SKIP" "$WORK/nvrtc.log" || true
     if grep -q SKIP "$WORK/nvrtc.log"; then note "FAIL: libnvrtc was not found"; fail=1; fi
