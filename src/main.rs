@@ -1,4 +1,13 @@
+//! `segvol`: the command line over the segvol library.
+
+mod cli;
+
+use clap::Parser;
+
 fn main() {
-    eprintln!("segvol: command line not yet wired");
-    std::process::exit(2);
+    let args = cli::Cli::parse();
+    if let Err(e) = cli::run(args) {
+        eprintln!("segvol: error: {e}");
+        std::process::exit(1);
+    }
 }

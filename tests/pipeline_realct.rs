@@ -200,3 +200,139 @@ fn pipeline_ct_sm_box_text_faithful_and_fixed() {
     println!("fixed vs faithful final logits: rel_l2 {rel:.3e}");
     assert!(rel > 1e-3, "fixed mode should change the zoom-in logits");
 }
+
+/// lung1: 12 windows. "box + text" and "text only" in one segmenter, so the
+/// second category reuses the first one's window embeddings (same ROI).
+#[test]
+fn pipeline_lung1_multi_window_box_text_and_text() {
+    let (Some(bt), Some(tx), Some(ct_path), Some(mask_bt), Some(mask_tx)) = (
+        fixture("pipeline_realct/lung1_box_text/pipeline.safetensors"),
+        fixture("pipeline_realct/lung1_text/pipeline.safetensors"),
+        fixture("data/lung1_image.nii.gz"),
+        fixture("pipeline_realct/lung1_box_text/final_mask.nii.gz"),
+        fixture("pipeline_realct/lung1_text/final_mask.nii.gz"),
+    ) else {
+        return;
+    };
+    let (btb, txb) = (std::fs::read(bt).unwrap(), std::fs::read(tx).unwrap());
+    let (bts, txs) = (
+        SafeTensors::deserialize(&btb).unwrap(),
+        SafeTensors::deserialize(&txb).unwrap(),
+    );
+    let ct = segvol::io::nifti::read_ct(&ct_path).unwrap();
+    let dims = [ct.dims[2], ct.dims[1], ct.dims[0]];
+    let pre = segvol::pipeline::preprocess::preprocess(&ct.data, dims, [32, 256, 256]).unwrap();
+    assert_eq!(
+        pre.crop_start.map(|v| v as i64).to_vec(),
+        i64s(&bts, "crop_start_dhw")
+    );
+
+    let cfg = ModelConfig::default();
+    let m = SegVol::load(
+        CpuBackend::new(),
+        Arc::new(synth_checkpoint(&cfg).unwrap()),
+        cfg,
+    )
+    .unwrap();
+    let tok = segvol::model::ClipTokenizer::builtin().unwrap();
+    let text = m
+        .embed_text_ids(&tok.encode_prompt("lung tumor").unwrap())
+        .unwrap();
+    let b = f32s(&bts, "zoom_out_box");
+    let cats = [
+        CategoryPrompt {
+            text: Some(text.clone()),
+            bbox: Some([b[0], b[1], b[2], b[3], b[4], b[5]]),
+            points: vec![],
+        },
+        CategoryPrompt {
+            text: Some(text),
+            bbox: None,
+            points: vec![],
+        },
+    ];
+    let mut seg = Segmenter::new(
+        &m,
+        ZoomOptions {
+            pad_mode: PadMode::Faithful,
+            ..Default::default()
+        },
+    );
+    let results = seg.segment(&pre, &cats, &mut |_| {}).unwrap();
+    println!(
+        "windows encoded {}, reused {}",
+        seg.timings.windows_encoded, seg.timings.windows_reused
+    );
+    assert_eq!(seg.timings.windows_encoded, 12);
+    assert_eq!(seg.timings.windows_reused, 12);
+
+    let cd = pre.cropped_dims();
+    for ((name, st, mask_path), r) in [
+        ("lung1_box_text", &bts, &mask_bt),
+        ("lung1_text", &txs, &mask_tx),
+    ]
+    .into_iter()
+    .zip(&results)
+    {
+        let roi: Vec<i64> = r.roi.unwrap().iter().map(|&v| v as i64).collect();
+        assert_eq!(roi, i64s(st, "roi_min_max_inclusive"), "{name} ROI");
+        let starts: Vec<i64> = r
+            .windows
+            .iter()
+            .flat_map(|w| w.start.map(|v| v as i64))
+            .collect();
+        assert_eq!(starts, i64s(st, "window_starts"), "{name} window starts");
+        let boxes = f32s(st, "window_boxes");
+        for (i, w) in r.windows.iter().enumerate() {
+            match w.bbox {
+                Some(bx) => assert_eq!(
+                    bx.to_vec(),
+                    boxes[i * 6..i * 6 + 6].to_vec(),
+                    "{name} window {i} box"
+                ),
+                None => assert_eq!(name, "lung1_text", "only the text case has no window boxes"),
+            }
+        }
+        let idx = i64s(st, "final_logits_sample_idx");
+        let at = |k: usize| {
+            ((idx[3 * k] as usize * cd[1]) + idx[3 * k + 1] as usize) * cd[2]
+                + idx[3 * k + 2] as usize
+        };
+        let samples: Vec<f32> = (0..idx.len() / 3).map(|k| r.logits[at(k)]).collect();
+        check(
+            &format!("{name} final_logits_samples"),
+            &samples,
+            &f32s(st, "final_logits_samples"),
+            2e-5,
+            2e-5,
+        );
+
+        // The final mask in the NIfTI frame; a mismatch must sit where our
+        // own logit is within 1e-4 of the boundary.
+        let want = segvol::io::nifti::read_ct(mask_path).unwrap();
+        let place = segvol::pipeline::output::Placement {
+            dims,
+            crop_start: pre.crop_start,
+            crop_end: pre.crop_end,
+        };
+        let lm = segvol::pipeline::output::label_map(&place, &[&r.logits]).unwrap();
+        let mut flips = 0;
+        for (i, (&g, &w)) in lm.iter().zip(&want.data).enumerate() {
+            if (g != 0) != (w != 0.0) {
+                let (z, rest) = (i / (dims[1] * dims[2]), i % (dims[1] * dims[2]));
+                let (y, x) = (rest / dims[2], rest % dims[2]);
+                let c = ((z - pre.crop_start[0]) * cd[1] + (y - pre.crop_start[1])) * cd[2]
+                    + (x - pre.crop_start[2]);
+                assert!(
+                    r.logits[c].abs() < 1e-4,
+                    "{name}: mask differs at voxel {i} with logit {}",
+                    r.logits[c]
+                );
+                flips += 1;
+            }
+        }
+        println!("{name}: {flips} boundary flips of {}", lm.len());
+        // Every flip is near the boundary (checked above); a handful in 12.6 M voxels.
+        assert!(flips <= 20);
+    }
+}

@@ -46,9 +46,11 @@ pub struct SegVol<B: Backend> {
 }
 
 impl<B: Backend> SegVol<B> {
-    /// Builds the network from a checkpoint with normalised keys.
+    /// Builds the network from a checkpoint with normalised keys, after
+    /// checking that it is a SegVol state dict for `cfg`.
     pub fn load(backend: B, ckpt: Arc<Checkpoint>, cfg: ModelConfig) -> Result<Self> {
         cfg.validate()?;
+        ckpt.check(&cfg)?;
         let ld = Loader::new(&backend, &ckpt);
         let image_encoder = ImageEncoder::load(&ld, &cfg)?;
         let text_encoder = TextEncoder::load(&ld, ckpt.clone(), &cfg)?;

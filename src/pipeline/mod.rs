@@ -29,3 +29,4 @@ mod tests {
 }
 pub mod output;
 pub mod prompts;
+pub mod request;

@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod expected;
+pub mod hub;
 pub mod inspect;
 pub mod keys;
 mod open;

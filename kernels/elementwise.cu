@@ -1,0 +1,72 @@
+// Elementwise kernels: additions, the GEMM epilogue (bias + activation +
+// residual / position embedding) and dtype conversions.
+#include "common.cuh"
+
+template <typename T>
+__device__ __forceinline__ void add_impl(const T* a, const T* b, T* out, long long n) {
+    GRID_LOOP(i, n) st(out + i, ld(a + i) + ld(b + i));
+}
+
+// out = x + v[i mod period]: v broadcast over the leading axes.
+template <typename T>
+__device__ __forceinline__ void add_broadcast_impl(const T* x, const T* v, T* out, long long n,
+                                                   long long period) {
+    GRID_LOOP(i, n) st(out + i, ld(x + i) + ld(v + i % period));
+}
+
+// out[r, c] = act(y[r, c] + bias[c]) + add[(r·cols + c) mod add_period].
+// bias and add may be null. out may alias y. This is the epilogue of every
+// GEMM that cuBLASLt cannot finish by itself (erf GELU, quick_gelu), of the
+// plain-cuBLAS path, and of the patch embedding (add = position embedding,
+// period = one item).
+template <typename T>
+__device__ __forceinline__ void epilogue_impl(const T* y, const T* bias, const T* add, T* out,
+                                              long long n, int cols, long long add_period,
+                                              int act) {
+    GRID_LOOP(i, n) {
+        float v = ld(y + i);
+        if (bias) v += ld(bias + (int)(i % cols));
+        v = apply_act(act, v);
+        if (add) v += ld(add + i % add_period);
+        st(out + i, v);
+    }
+}
+
+extern "C" __global__ void add_f32(const float* a, const float* b, float* out, long long n) {
+    add_impl(a, b, out, n);
+}
+extern "C" __global__ void add_bf16(const bf16_t* a, const bf16_t* b, bf16_t* out, long long n) {
+    add_impl(a, b, out, n);
+}
+extern "C" __global__ void add_broadcast_f32(const float* x, const float* v, float* out,
+                                             long long n, long long period) {
+    add_broadcast_impl(x, v, out, n, period);
+}
+extern "C" __global__ void add_broadcast_bf16(const bf16_t* x, const bf16_t* v, bf16_t* out,
+                                              long long n, long long period) {
+    add_broadcast_impl(x, v, out, n, period);
+}
+extern "C" __global__ void epilogue_f32(const float* y, const float* bias, const float* add,
+                                        float* out, long long n, int cols, long long add_period,
+                                        int act) {
+    epilogue_impl(y, bias, add, out, n, cols, add_period, act);
+}
+extern "C" __global__ void epilogue_bf16(const bf16_t* y, const bf16_t* bias, const bf16_t* add,
+                                         bf16_t* out, long long n, int cols, long long add_period,
+                                         int act) {
+    epilogue_impl(y, bias, add, out, n, cols, add_period, act);
+}
+
+// Conversions for uploads and checkpoint tensors (f32/f16/bf16 sources).
+extern "C" __global__ void cast_f32_bf16(const float* x, bf16_t* out, long long n) {
+    GRID_LOOP(i, n) out[i] = f32_to_bf16(x[i]);
+}
+extern "C" __global__ void cast_bf16_f32(const bf16_t* x, float* out, long long n) {
+    GRID_LOOP(i, n) out[i] = bf16_to_f32(x[i]);
+}
+extern "C" __global__ void cast_f16_f32(const f16_t* x, float* out, long long n) {
+    GRID_LOOP(i, n) out[i] = f16_to_f32(x[i]);
+}
+extern "C" __global__ void cast_f16_bf16(const f16_t* x, bf16_t* out, long long n) {
+    GRID_LOOP(i, n) out[i] = f32_to_bf16(f16_to_f32(x[i]));
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds, on this (CPU) machine, the binaries scripts/gpu-check.sh runs on a
+# GPU machine that has no Rust toolchain: the GPU test binaries
+# (tests/cuda*.rs, tests/gpu*.rs) and the segvol CLI, release profile, with
+# the kernels compiled to sm_90 PTX by the pinned CUDA 13.0 nvcc that
+# scripts/check-kernels.sh installs (a newer nvcc's PTX would be rejected by
+# the GPU machine's 13.0 driver). Output: .gpu-bin/ (git-ignored), stripped,
+# to be carried: run(command="bash scripts/gpu-check.sh", carry=[".gpu-bin"]).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+VENV="${SEGVOL_NVCC_VENV:-$HOME/.cache/segvol-nvcc}"
+NVCC_BIN="$(find "$VENV" -path '*/nvidia/cu13/bin/nvcc' -type f 2>/dev/null | head -n1)"
+if [[ -z "$NVCC_BIN" ]]; then
+    echo "no pinned nvcc under $VENV; running scripts/check-kernels.sh to install it"
+    scripts/check-kernels.sh >/dev/null || true
+    NVCC_BIN="$(find "$VENV" -path '*/nvidia/cu13/bin/nvcc' -type f | head -n1)"
+fi
+export NVCC="$NVCC_BIN" SEGVOL_CUDA_ARCH="${SEGVOL_CUDA_ARCH:-sm_90}" SEGVOL_NVCC_STRICT=1
+
+tests=()
+for f in tests/cuda*.rs tests/gpu*.rs; do
+    [[ -f "$f" ]] && tests+=(--test "$(basename "$f" .rs)")
+done
+cargo build --release --bin segvol
+json="$(mktemp)"
+trap 'rm -f "$json"' EXIT
+cargo test --release "${tests[@]}" --no-run --message-format=json >"$json"
+
+rm -rf .gpu-bin
+mkdir -p .gpu-bin
+grep -o '"executable":"[^"]*/deps/\(cuda\|gpu\)[^"/]*"' "$json" | sed 's/"executable":"\(.*\)"/\1/' | sort -u |
+while read -r exe; do
+    base="$(basename "$exe")"
+    cp "$exe" ".gpu-bin/test-${base%-*}"
+done
+cp target/release/segvol .gpu-bin/segvol
+strip --strip-debug .gpu-bin/* 2>/dev/null || true
+gen="$(ls -t target/release/build/segvol-*/out/kernels.rs | head -n1)"
+{
+    echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
+    echo "nvcc $("$NVCC" --version | grep -o 'release [0-9.]*'), $(grep -hE "(PTX|CUBIN)_ARCH:" "$gen" | tr "\n" " ")"
+    echo "glibc $(ldd --version | head -n1 | grep -o '[0-9.]*$')"
+} >.gpu-bin/BUILD_INFO
+cat .gpu-bin/BUILD_INFO
+ls -la .gpu-bin
+du -sh .gpu-bin

@@ -1,0 +1,309 @@
+//! Host↔device transfers, checkpoint uploads and the batch plumbing ops
+//! (all plain copies on the stream).
+
+use cudarc::driver::result as drv;
+use cudarc::driver::sys;
+use cudarc::driver::{CudaEvent, PinnedHostSlice};
+
+use super::{check, launch, numel, CudaBackend, CudaTensor, DType};
+use crate::error::{Error, Result};
+use crate::weights::{DType as WDType, WeightView};
+
+/// Pinned staging: checkpoint bytes go memory map → pinned buffer (CPU
+/// copy) → device (DMA), two buffers alternating so the CPU fills one
+/// while the other is in flight.
+pub(super) struct Staging {
+    /// Owns the memory `ptrs` points into.
+    _bufs: [PinnedHostSlice<u8>; 2],
+    ptrs: [*mut u8; 2],
+    /// Recorded after each buffer's copy to the device was queued.
+    done: [CudaEvent; 2],
+}
+
+// SAFETY: the raw pointers address the pinned buffers owned alongside them,
+// and Staging is only used under the backend's mutex.
+unsafe impl Send for Staging {}
+
+const STAGE_BYTES: usize = 8 << 20;
+
+fn drv_err(what: &str) -> impl Fn(drv::DriverError) -> Error + '_ {
+    move |e| Error::Cuda(format!("{what}: {e}"))
+}
+
+impl CudaBackend {
+    pub(super) fn upload_f32(&self, data: &[f32], shape: &[usize]) -> Result<CudaTensor> {
+        check(numel(shape) == data.len(), || {
+            format!("upload of {} values as {shape:?}", data.len())
+        })?;
+        self.bind()?;
+        let t = self.alloc(shape)?;
+        if t.ptr == 0 {
+            return Ok(t);
+        }
+        // Pageable copies return once the source is staged by the driver,
+        // so the host buffers may be dropped right after.
+        match t.dtype {
+            DType::F32 => unsafe { drv::memcpy_htod_async(t.ptr, data, self.stream.cu_stream()) },
+            DType::Bf16 => {
+                let h: Vec<u16> = data
+                    .iter()
+                    .map(|&v| half::bf16::from_f32(v).to_bits())
+                    .collect();
+                unsafe { drv::memcpy_htod_async(t.ptr, &h, self.stream.cu_stream()) }
+            }
+        }
+        .map_err(drv_err("upload"))?;
+        Ok(t)
+    }
+
+    pub(super) fn download_f32(&self, t: &CudaTensor) -> Result<Vec<f32>> {
+        self.bind()?;
+        let n = t.numel();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let out = match t.dtype {
+            DType::F32 => {
+                let mut v = vec![0f32; n];
+                unsafe { drv::memcpy_dtoh_async(&mut v, t.ptr, self.stream.cu_stream()) }
+                    .map_err(drv_err("download"))?;
+                self.sync("download")?;
+                v
+            }
+            DType::Bf16 => {
+                let mut h = vec![0u16; n];
+                unsafe { drv::memcpy_dtoh_async(&mut h, t.ptr, self.stream.cu_stream()) }
+                    .map_err(drv_err("download"))?;
+                self.sync("download")?;
+                h.into_iter()
+                    .map(|b| half::bf16::from_bits(b).to_f32())
+                    .collect()
+            }
+        };
+        Ok(out)
+    }
+
+    fn sync(&self, what: &str) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| Error::Cuda(format!("{what}: {e}")))
+    }
+
+    /// A checkpoint tensor on the device in the backend's dtype. Bytes are
+    /// copied as stored (through pinned memory) and converted on the device.
+    pub(super) fn upload_weight(&self, w: &WeightView<'_>) -> Result<CudaTensor> {
+        self.bind()?;
+        let target = self.dtype();
+        let t = self.alloc(w.shape)?;
+        if t.ptr == 0 {
+            return Ok(t);
+        }
+        let n = t.numel();
+        let converted;
+        let (src_bytes, src_dtype): (&[u8], WDType) = match w.dtype {
+            WDType::F32 | WDType::F16 | WDType::BF16 => (w.bytes(), w.dtype),
+            WDType::F64 => {
+                converted = w.to_f32()?;
+                (bytemuck::cast_slice(&converted), WDType::F32)
+            }
+            other => {
+                return Err(Error::NotSegVol(format!(
+                    "tensor {} has dtype {}, expected a float type",
+                    w.name,
+                    other.name()
+                )))
+            }
+        };
+        let cast = match (src_dtype, target) {
+            (WDType::F32, DType::F32) | (WDType::BF16, DType::Bf16) => None,
+            (WDType::F32, DType::Bf16) => Some("cast_f32_bf16"),
+            (WDType::BF16, DType::F32) => Some("cast_bf16_f32"),
+            (WDType::F16, DType::F32) => Some("cast_f16_f32"),
+            (WDType::F16, DType::Bf16) => Some("cast_f16_bf16"),
+            _ => unreachable!("source dtype normalised above"),
+        };
+        match cast {
+            None => self.stage_to_device(t.ptr, src_bytes)?,
+            Some(kernel) => {
+                let tmp = self.alloc_bytes(src_bytes.len())?;
+                let (tmp_ptr, _untracked) =
+                    cudarc::driver::DevicePtr::device_ptr(&tmp, &self.stream);
+                self.stage_to_device(tmp_ptr, src_bytes)?;
+                launch!(self, kernel, self.cfg_1d(n), [tmp_ptr, t.ptr, n as i64])?;
+                // tmp is freed in stream order, after the cast.
+            }
+        }
+        Ok(t)
+    }
+
+    fn stage_to_device(&self, dst: u64, src: &[u8]) -> Result<()> {
+        let mut guard = self
+            .staging
+            .lock()
+            .map_err(|_| Error::Cuda("staging buffers poisoned by an earlier panic".into()))?;
+        if guard.is_none() {
+            *guard = Some(self.new_staging()?);
+        }
+        let st = guard.as_mut().expect("created above");
+        for (i, chunk) in src.chunks(STAGE_BYTES).enumerate() {
+            let s = i % 2;
+            st.done[s]
+                .synchronize()
+                .map_err(|e| Error::Cuda(format!("staging wait: {e}")))?;
+            // SAFETY: ptrs[s] addresses STAGE_BYTES of pinned memory that no
+            // queued copy reads any more (the event above has completed).
+            let pinned = unsafe {
+                std::ptr::copy_nonoverlapping(chunk.as_ptr(), st.ptrs[s], chunk.len());
+                std::slice::from_raw_parts(st.ptrs[s] as *const u8, chunk.len())
+            };
+            let off = (i * STAGE_BYTES) as u64;
+            unsafe { drv::memcpy_htod_async(dst + off, pinned, self.stream.cu_stream()) }
+                .map_err(drv_err("weight upload"))?;
+            st.done[s]
+                .record(&self.stream)
+                .map_err(|e| Error::Cuda(format!("staging event: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn new_staging(&self) -> Result<Staging> {
+        let mk = || -> Result<(PinnedHostSlice<u8>, *mut u8, CudaEvent)> {
+            // Plain pinned memory: write-combined memory is slow for the CPU
+            // to fill from a memory map with unaligned chunks.
+            let mut buf = unsafe { self.ctx.alloc_pinned_with_flags::<u8>(STAGE_BYTES, 0) }
+                .map_err(drv_err("pinned host buffer"))?;
+            let ptr = buf.as_mut_ptr().map_err(drv_err("pinned host buffer"))?;
+            let ev = self.ctx.new_event(None).map_err(drv_err("event"))?;
+            Ok((buf, ptr, ev))
+        };
+        let (b0, p0, e0) = mk()?;
+        let (b1, p1, e1) = mk()?;
+        Ok(Staging {
+            _bufs: [b0, b1],
+            ptrs: [p0, p1],
+            done: [e0, e1],
+        })
+    }
+
+    fn copy_d2d(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        unsafe { drv::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }
+            .map_err(drv_err("device copy"))
+    }
+
+    pub(super) fn repeat_batch_impl(&self, x: &CudaTensor, n: usize) -> Result<CudaTensor> {
+        check(!x.shape.is_empty(), || "repeat_batch of a scalar".into())?;
+        self.check_dtype(x, "repeat_batch input")?;
+        self.bind()?;
+        let mut s = x.shape.clone();
+        s[0] *= n;
+        let out = self.alloc(&s)?;
+        let item = numel(&x.shape[1..]) * x.dtype.size();
+        for i in 0..x.shape[0] {
+            // Copy the item once, then double the filled run: log2(n) copies.
+            let base = out.ptr + (i * n * item) as u64;
+            if n == 0 {
+                break;
+            }
+            self.copy_d2d(base, x.ptr + (i * item) as u64, item)?;
+            let mut filled = 1;
+            while filled < n {
+                let c = filled.min(n - filled);
+                self.copy_d2d(base + (filled * item) as u64, base, c * item)?;
+                filled += c;
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn slice_batch_impl(
+        &self,
+        x: &CudaTensor,
+        start: usize,
+        len: usize,
+    ) -> Result<CudaTensor> {
+        check(
+            !x.shape.is_empty() && start.checked_add(len).is_some_and(|e| e <= x.shape[0]),
+            || format!("slice {start}+{len} of {:?}", x.shape),
+        )?;
+        self.check_dtype(x, "slice_batch input")?;
+        self.bind()?;
+        let mut s = x.shape.clone();
+        s[0] = len;
+        let out = self.alloc(&s)?;
+        let item = numel(&x.shape[1..]) * x.dtype.size();
+        self.copy_d2d(out.ptr, x.ptr + (start * item) as u64, len * item)?;
+        Ok(out)
+    }
+
+    pub(super) fn concat_batch_impl(&self, xs: &[&CudaTensor]) -> Result<CudaTensor> {
+        check(!xs.is_empty(), || "concat of nothing".into())?;
+        check(xs.iter().all(|x| !x.shape.is_empty()), || {
+            "concat of a scalar".into()
+        })?;
+        let tail = &xs[0].shape[1..];
+        for x in xs {
+            check(&x.shape[1..] == tail, || {
+                format!("concat {:?} with {:?}", xs[0].shape, x.shape)
+            })?;
+            self.check_dtype(x, "concat_batch input")?;
+        }
+        self.bind()?;
+        let mut s = vec![xs.iter().map(|x| x.shape[0]).sum()];
+        s.extend_from_slice(tail);
+        let out = self.alloc(&s)?;
+        let mut off = 0u64;
+        for x in xs {
+            self.copy_d2d(out.ptr + off, x.ptr, x.nbytes())?;
+            off += x.nbytes() as u64;
+        }
+        Ok(out)
+    }
+
+    /// One strided 2-D copy: B rows of `len·C` elements at pitch `N·C`.
+    pub(super) fn narrow_rows_impl(
+        &self,
+        x: &CudaTensor,
+        start: usize,
+        len: usize,
+    ) -> Result<CudaTensor> {
+        let s = &x.shape;
+        check(
+            s.len() == 3 && start.checked_add(len).is_some_and(|e| e <= s[1]),
+            || format!("narrow rows {start}+{len} of {s:?}"),
+        )?;
+        self.check_dtype(x, "narrow_rows input")?;
+        self.bind()?;
+        let (b, n, c) = (s[0], s[1], s[2]);
+        let out = self.alloc(&[b, len, c])?;
+        let es = x.dtype.size();
+        let width = len * c * es;
+        if width == 0 || b == 0 {
+            return Ok(out);
+        }
+        let copy = sys::CUDA_MEMCPY2D {
+            srcXInBytes: 0,
+            srcY: 0,
+            srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+            srcHost: std::ptr::null(),
+            srcDevice: x.ptr + (start * c * es) as u64,
+            srcArray: std::ptr::null_mut(),
+            srcPitch: n * c * es,
+            dstXInBytes: 0,
+            dstY: 0,
+            dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+            dstHost: std::ptr::null_mut(),
+            dstDevice: out.ptr,
+            dstArray: std::ptr::null_mut(),
+            dstPitch: width,
+            WidthInBytes: width,
+            Height: b,
+        };
+        unsafe { sys::cuMemcpy2DAsync_v2(&copy, self.stream.cu_stream()) }
+            .result()
+            .map_err(drv_err("narrow_rows copy"))?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,172 @@
+//! What several subcommands share: progress lines, weight resolution,
+//! backend choice and model loading.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use segvol::backend::cpu::CpuBackend;
+use segvol::backend::cuda::{cuda_unavailable_reason, CudaBackend, Device, Precision};
+use segvol::backend::Backend;
+use segvol::error::{Error, Result};
+use segvol::model::{ClipTokenizer, SegVol, TextEmbedder};
+use segvol::pipeline::zoom::ZoomOptions;
+use segvol::weights::{check::detect_config, hub, Checkpoint};
+
+use super::EngineArgs;
+
+/// Progress on stderr: each step is announced, and its duration printed
+/// when it took more than a second.
+pub struct Progress {
+    start: Instant,
+    current: Option<(String, Instant)>,
+    pub steps: Vec<(String, f64)>,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Progress {
+            start: Instant::now(),
+            current: None,
+            steps: Vec::new(),
+        }
+    }
+
+    pub fn step(&mut self, name: &str) {
+        self.finish();
+        eprintln!("[{:7.1}s] {name}", self.start.elapsed().as_secs_f64());
+        self.current = Some((name.to_string(), Instant::now()));
+    }
+
+    pub fn note(&self, msg: &str) {
+        eprintln!("[{:7.1}s]   {msg}", self.start.elapsed().as_secs_f64());
+    }
+
+    pub fn finish(&mut self) {
+        if let Some((name, t)) = self.current.take() {
+            let s = t.elapsed().as_secs_f64();
+            if s > 1.0 {
+                eprintln!(
+                    "[{:7.1}s]   {name}: {s:.1} s",
+                    self.start.elapsed().as_secs_f64()
+                );
+            }
+            self.steps.push((name, s));
+        }
+    }
+
+    pub fn total(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// The checkpoint path: the argument, or the official weights from the
+/// Hugging Face cache.
+pub fn resolve_weights(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf> {
+    match arg {
+        Some(p) => Ok(p.to_path_buf()),
+        None => hub::official_weights(&mut |m| progress.note(m)),
+    }
+}
+
+/// The folder whose `tokenizer.json` / `config.json` go with the weights.
+fn weights_folder(path: &Path) -> Option<PathBuf> {
+    if path.is_dir() {
+        Some(path.to_path_buf())
+    } else {
+        path.parent().map(Path::to_path_buf)
+    }
+}
+
+/// A loaded model with its text embedder.
+pub struct Loaded<B: Backend> {
+    pub model: SegVol<B>,
+    pub texts: TextEmbedder,
+    pub weights: PathBuf,
+}
+
+pub fn load_model<B: Backend>(backend: B, weights: &Path) -> Result<Loaded<B>> {
+    let ckpt = Checkpoint::open(weights)?;
+    let cfg = detect_config(&ckpt)?;
+    let tokenizer = ClipTokenizer::for_checkpoint(weights_folder(weights).as_deref())?;
+    let model = SegVol::load(backend, Arc::new(ckpt), cfg)?;
+    Ok(Loaded {
+        model,
+        texts: TextEmbedder::new(tokenizer),
+        weights: weights.to_path_buf(),
+    })
+}
+
+/// A command body that runs on whichever backend the user picked.
+pub trait BackendTask {
+    type Output;
+    fn run<B: Backend>(self, backend: B) -> Result<Self::Output>;
+}
+
+/// Builds the backend `--device` names and runs `task` on it.
+pub fn dispatch<T: BackendTask>(engine: &EngineArgs, task: T) -> Result<T::Output> {
+    let cpu = || match engine.threads {
+        Some(n) => CpuBackend::with_threads(n),
+        None => Ok(CpuBackend::new()),
+    };
+    let requested = Device::parse(&engine.device)?;
+    match requested.resolve()? {
+        Device::Cuda(n) => {
+            let precision = Precision::parse(engine.precision.as_deref().unwrap_or("bf16"))?;
+            match CudaBackend::new(n, precision) {
+                Ok(be) => task.run(be),
+                // auto falls back to the CPU, saying why.
+                Err(e) if requested == Device::Auto => {
+                    eprintln!("segvol: CUDA unavailable ({e}); using the CPU");
+                    task.run(cpu()?)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        _ => {
+            if requested == Device::Auto {
+                if let Some(why) = cuda_unavailable_reason() {
+                    eprintln!("segvol: no GPU ({why}); using the CPU");
+                }
+            }
+            if let Some(p) = engine.precision.as_deref().filter(|p| *p != "f32") {
+                return Err(Error::Invalid(format!(
+                    "precision {p}: the CPU backend computes in f32"
+                )));
+            }
+            task.run(cpu()?)
+        }
+    }
+}
+
+pub fn zoom_options(engine: &EngineArgs) -> ZoomOptions {
+    ZoomOptions {
+        pad_mode: engine.mode.into(),
+        zoom_in: !engine.no_zoom_in,
+        seed: engine.seed,
+        window_batch: engine.window_batch.max(1),
+        ..ZoomOptions::default()
+    }
+}
+
+/// Writes a JSON value atomically (temporary file, then rename).
+pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| Error::Invalid(format!("JSON: {e}")))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("summary"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}

@@ -1,0 +1,104 @@
+//! Finding the official weights when the user names none: the Hugging Face
+//! cache (`$HF_HUB_CACHE`, `$HF_HOME/hub`, or `~/.cache/huggingface/hub`),
+//! downloading `BAAI/SegVol` once with `hf-hub` when it is missing.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub const REPO: &str = "BAAI/SegVol";
+/// The HF model repo's weights and the files that travel with them.
+pub const WEIGHTS_FILE: &str = "pytorch_model.bin";
+pub const SIDE_FILES: [&str; 2] = ["config.json", "tokenizer.json"];
+
+/// The hub cache folder, as `huggingface_hub` resolves it.
+pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("HF_HUB_CACHE") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("HF_HOME") {
+        return Some(PathBuf::from(d).join("hub"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+}
+
+/// A snapshot folder of the repo that already holds the weights.
+pub fn cached_snapshot(cache: &Path) -> Option<PathBuf> {
+    let repo = cache.join(format!("models--{}", REPO.replace('/', "--")));
+    // refs/main names the snapshot the last download resolved.
+    if let Ok(rev) = std::fs::read_to_string(repo.join("refs/main")) {
+        let snap = repo.join("snapshots").join(rev.trim());
+        if snap.join(WEIGHTS_FILE).is_file() {
+            return Some(snap);
+        }
+    }
+    let mut snaps: Vec<PathBuf> = std::fs::read_dir(repo.join("snapshots"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    snaps.sort();
+    snaps.into_iter().find(|s| s.join(WEIGHTS_FILE).is_file())
+}
+
+/// The folder holding the official checkpoint, downloading it on first use.
+/// `progress` gets one line per file.
+pub fn official_weights(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let cache = cache_dir().ok_or_else(|| {
+        Error::Invalid(
+            "no HOME or HF_HOME to find the Hugging Face cache; pass --weights PATH".into(),
+        )
+    })?;
+    if let Some(s) = cached_snapshot(&cache) {
+        return Ok(s);
+    }
+    progress(&format!(
+        "downloading {REPO} ({WEIGHTS_FILE}, 724 MB) into {}",
+        cache.display()
+    ));
+    let api = hf_hub::api::sync::ApiBuilder::new()
+        .with_cache_dir(cache.clone())
+        .with_progress(true)
+        .build()
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "cannot set up the Hugging Face download: {e}; pass --weights PATH"
+            ))
+        })?;
+    let repo = api.model(REPO.to_string());
+    let weights = repo.get(WEIGHTS_FILE).map_err(|e| {
+        Error::Invalid(format!(
+            "cannot download {REPO}/{WEIGHTS_FILE} ({e}). Offline? Download it elsewhere (or SegVol_v1.pth from the GitHub README) and pass --weights PATH"
+        ))
+    })?;
+    for f in SIDE_FILES {
+        // Optional: the builtin tokenizer and default config stand in.
+        if let Err(e) = repo.get(f) {
+            progress(&format!(
+                "note: {REPO}/{f} not downloaded ({e}); using the built-in default"
+            ));
+        }
+    }
+    weights
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| Error::Invalid("downloaded weights have no folder".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_cached_snapshot() {
+        let root = std::env::temp_dir().join(format!("segvol-hub-{}", std::process::id()));
+        let repo = root.join("models--BAAI--SegVol");
+        let snap = repo.join("snapshots/abc123");
+        std::fs::create_dir_all(&snap).unwrap();
+        assert_eq!(cached_snapshot(&root), None);
+        std::fs::write(snap.join(WEIGHTS_FILE), b"x").unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc123\n").unwrap();
+        assert_eq!(cached_snapshot(&root), Some(snap));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
