@@ -23,6 +23,7 @@ const HEADER: &str = "common.cuh";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    probe_avx512();
     println!("cargo:rerun-if-changed=kernels");
     for var in [
         "NVCC",
@@ -229,5 +230,32 @@ fn nvcc_compile(
         let mut log = String::from_utf8_lossy(&output.stderr).into_owned();
         log.push_str(&String::from_utf8_lossy(&output.stdout));
         Err(format!("{}: {}", output.status, log.trim()))
+    }
+}
+
+/// Sets `cfg(segvol_avx512)` when the CPU backend's AVX-512 kernels can be
+/// compiled: an x86-64 target and a compiler from Rust 1.89 on (where the
+/// AVX-512 intrinsics and target features became stable). Older compilers,
+/// down to the crate's rust-version, build the AVX2 and scalar paths only.
+fn probe_avx512() {
+    println!("cargo::rustc-check-cfg=cfg(segvol_avx512)");
+    if env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("x86_64") {
+        return;
+    }
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let Ok(out) = Command::new(rustc).arg("--version").output() else {
+        return;
+    };
+    // "rustc 1.95.0 (59807616e 2026-04-14)"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) >= (1, 89) {
+        println!("cargo:rustc-cfg=segvol_avx512");
     }
 }

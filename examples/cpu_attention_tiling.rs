@@ -1,4 +1,5 @@
-//! Block-size sweep of the CPU attention at the ViT's size (12 heads × 64,
+//! Block-size sweep of the CPU attention paths (the fused AVX-512 kernel
+//! where available, and the sgemm-based one) at the ViT's size (12 heads × 64,
 //! 2048 tokens, q/k/v read from a packed qkv tensor). Prints, per tiling, the
 //! minimum wall time and the minimum CPU time per thread (the better figure
 //! on a machine shared with other jobs; Linux only).
@@ -55,21 +56,40 @@ fn main() {
     };
     let flop = 4.0 * (n * n * w) as f64;
     let mut out = vec![0f32; n * w];
-    for q_block in [128, 256, 384, 512] {
-        for k_block in [256, 512, 1024, 2048] {
-            let tiling = Tiling { q_block, k_block };
-            let (mut best, mut best_cpu) = (f64::MAX, f64::MAX);
-            for _ in 0..reps {
-                let (t, c) = (Instant::now(), cpu_ns());
-                pool.install(|| attention_tiled(op(0), op(w), op(2 * w), &spec, tiling, &mut out));
-                best = best.min(t.elapsed().as_secs_f64());
-                best_cpu = best_cpu.min((cpu_ns() - c) as f64 * 1e-9 / threads as f64);
+    let mut measure = |name: String, f: &mut (dyn FnMut(&mut [f32]) + Send)| {
+        let (mut best, mut best_cpu) = (f64::MAX, f64::MAX);
+        for _ in 0..reps {
+            let (t, c) = (Instant::now(), cpu_ns());
+            pool.install(|| f(&mut out));
+            best = best.min(t.elapsed().as_secs_f64());
+            best_cpu = best_cpu.min((cpu_ns() - c) as f64 * 1e-9 / threads as f64);
+        }
+        println!(
+            "{name:<34} wall {:7.2} ms  cpu/threads {:7.2} ms  ({:.0} GFLOP/s by cpu time)",
+            best * 1e3,
+            best_cpu * 1e3,
+            flop / best_cpu * 1e-9
+        );
+    };
+    #[cfg(segvol_avx512)]
+    if segvol::backend::cpu::attention_avx512::supported() {
+        use segvol::backend::cpu::attention_avx512::{attention, FusedTiling};
+        for panels in [4, 8, 16, 32] {
+            for k_block in [32, 48, 64, 128] {
+                let tiling = FusedTiling { panels, k_block };
+                measure(
+                    format!("fused panels {panels} k_block {k_block}"),
+                    &mut |o| attention(op(0), op(w), op(2 * w), &spec, tiling, o),
+                );
             }
-            println!(
-                "q_block {q_block:4} k_block {k_block:5}: wall {:7.2} ms  cpu/threads {:7.2} ms  ({:.0} GFLOP/s by cpu time)",
-                best * 1e3,
-                best_cpu * 1e3,
-                flop / best_cpu * 1e-9
+        }
+    }
+    for q_block in [128, 256] {
+        for k_block in [256, 512] {
+            let tiling = Tiling { q_block, k_block };
+            measure(
+                format!("sgemm q_block {q_block} k_block {k_block}"),
+                &mut |o| attention_tiled(op(0), op(w), op(2 * w), &spec, tiling, o),
             );
         }
     }

@@ -237,6 +237,21 @@ mod tests {
         out
     }
 
+    fn check(out: &[f32], want: &[f64], what: &str) {
+        let mut err = 0f64;
+        let mut norm = 0f64;
+        for (o, w) in out.iter().zip(want) {
+            assert!(o.is_finite(), "{what}");
+            err += (*o as f64 - w).powi(2);
+            norm += w * w;
+        }
+        assert!(
+            (err / norm).sqrt() < 1e-5,
+            "{what}: rel err {}",
+            (err / norm).sqrt()
+        );
+    }
+
     #[test]
     fn matches_naive_packed_and_causal() {
         for &(batch, heads, dh, q_len, kv_len, causal) in &[
@@ -245,6 +260,8 @@ mod tests {
             (1, 2, 12, 333, 333, true),
             (2, 1, 4, 1, 1, false),
             (1, 8, 48, 600, 9, false),
+            (1, 2, 64, 77, 130, false),
+            (2, 1, 13, 40, 33, false),
         ] {
             let w = heads * dh;
             // q, k, v packed in one [B, N, 3w] tensor when the lengths agree.
@@ -309,18 +326,45 @@ mod tests {
                     tiling,
                     &mut out,
                 );
-                let mut err = 0f64;
-                let mut norm = 0f64;
-                for (o, w) in out.iter().zip(&want) {
-                    assert!(o.is_finite(), "{tiling:?}");
-                    err += (*o as f64 - w).powi(2);
-                    norm += w * w;
+                check(&out, &want, &format!("{tiling:?}"));
+            }
+            #[cfg(segvol_avx512)]
+            if !causal && crate::backend::cpu::attention_avx512::supported() {
+                use crate::backend::cpu::attention_avx512 as fused;
+                for tiling in [
+                    fused::FusedTiling::DEFAULT,
+                    fused::FusedTiling {
+                        panels: 1,
+                        k_block: 5,
+                    },
+                    fused::FusedTiling {
+                        panels: 3,
+                        k_block: 1000,
+                    },
+                ] {
+                    let mut out = vec![f32::NAN; batch * q_len * w];
+                    fused::attention(
+                        Operand {
+                            data: &q,
+                            ld,
+                            col: cols[0],
+                        },
+                        Operand {
+                            data: &k,
+                            ld,
+                            col: cols[1],
+                        },
+                        Operand {
+                            data: &v,
+                            ld,
+                            col: cols[2],
+                        },
+                        &s,
+                        tiling,
+                        &mut out,
+                    );
+                    check(&out, &want, &format!("fused {tiling:?}"));
                 }
-                assert!(
-                    (err / norm).sqrt() < 1e-5,
-                    "{tiling:?}: rel err {}",
-                    (err / norm).sqrt()
-                );
             }
         }
     }

@@ -3,6 +3,8 @@
 //! pool (the global one, or the backend's own when built with a thread count).
 
 pub mod attention;
+#[cfg(segvol_avx512)]
+pub mod attention_avx512;
 pub mod gemm;
 pub mod math;
 pub mod norm;
@@ -391,7 +393,20 @@ impl Backend for CpuBackend {
             "causal attention needs q_len == kv_len".into()
         })?;
         let mut out = tensor::scratch(s.batch * s.q_len * width);
-        self.run(|| attention::attention(qo, ko, vo, s, &mut out));
+        self.run(|| {
+            #[cfg(segvol_avx512)]
+            if !s.causal && attention_avx512::supported() {
+                return attention_avx512::attention(
+                    qo,
+                    ko,
+                    vo,
+                    s,
+                    attention_avx512::FusedTiling::DEFAULT,
+                    &mut out,
+                );
+            }
+            attention::attention(qo, ko, vo, s, &mut out)
+        });
         CpuTensor::from_vec(out, &[s.batch, s.q_len, width])
     }
 
