@@ -188,6 +188,7 @@ mod tests {
     }
 
     /// Plain softmax(q·kᵀ·scale)·v in f64.
+    #[allow(clippy::too_many_arguments)]
     fn naive(
         q: &[f32],
         k: &[f32],

@@ -15,6 +15,10 @@
 //! each key block's `P·V` is summed from zero and then added to the running
 //! output, which the online softmax rescales.
 
+// The whole module is compiled only under cfg(segvol_avx512), which build.rs
+// sets for compilers from Rust 1.89 on, where these intrinsics are stable.
+#![allow(clippy::incompatible_msrv)]
+
 use std::arch::x86_64::*;
 
 use rayon::prelude::*;
@@ -286,9 +290,9 @@ unsafe fn online_softmax(
             *mh = _mm512_max_ps(*mh, x);
         }
     }
-    for h in 0..2 {
+    for (h, &mx) in mx.iter().enumerate() {
         let m_old = _mm512_loadu_ps(m.add(16 * h));
-        let m_new = _mm512_max_ps(m_old, mx[h]);
+        let m_new = _mm512_max_ps(m_old, mx);
         // First block: m_old = -inf gives exp(-inf) = 0 (clamped to ~1e-38,
         // which multiplies zeros).
         let corr = exp(F32x16(_mm512_sub_ps(m_old, m_new))).0;

@@ -58,6 +58,7 @@ impl<'a> MatRef<'a> {
 /// `c[m, n] = a[m, k] · b[k, n] + beta · c`, single-threaded. `c` is
 /// row-major with row stride `ldc` starting at `c[0]`. With `beta = 0`, C's
 /// old contents are never read (NaN or inf there do not propagate).
+#[allow(clippy::too_many_arguments)]
 pub fn sgemm_serial(
     m: usize,
     k: usize,

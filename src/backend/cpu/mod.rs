@@ -547,7 +547,8 @@ mod tests {
             scale: 0.2,
             causal: false,
         };
-        let ops: Vec<(&str, Box<dyn Fn() -> CpuTensor>)> = vec![
+        type Op<'a> = (&'a str, Box<dyn Fn() -> CpuTensor + 'a>);
+        let ops: Vec<Op<'_>> = vec![
             (
                 "linear",
                 Box::new(|| cpu.linear(&x, &w, None, Activation::None, None).unwrap()),

@@ -179,7 +179,9 @@ pub(super) mod lanes {
     #[cfg(segvol_avx512)]
     pub use avx512::F32x16;
 
+    // Compiled only where build.rs found Rust 1.89+ (stable AVX-512).
     #[cfg(segvol_avx512)]
+    #[allow(clippy::incompatible_msrv)]
     mod avx512 {
         use super::Lanes;
         use std::arch::x86_64::*;
@@ -632,6 +634,8 @@ unsafe fn normalize_k<V: Lanes>(
 /// `#[target_feature]` function.
 macro_rules! instances {
     ($module:ident, $lanes:ident, $features:literal) => {
+        // The AVX-512 instance exists only with Rust 1.89+ (build.rs).
+        #[allow(clippy::incompatible_msrv)]
         mod $module {
             use super::lanes::$lanes;
             use super::*;
@@ -685,6 +689,7 @@ macro_rules! instances {
 
 #[cfg(target_arch = "x86_64")]
 instances!(x86, F32x8, "avx2,fma");
+// Compiled only where build.rs found Rust 1.89+ (stable AVX-512).
 #[cfg(segvol_avx512)]
 instances!(x86_512, F32x16, "avx512f,avx2,fma");
 
