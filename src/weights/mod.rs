@@ -219,7 +219,6 @@ impl Checkpoint {
                     data.len()
                 )));
             }
-            let bytes: Vec<u8> = bytemuck::cast_slice(&data).to_vec();
             entries.insert(
                 name,
                 Entry {
@@ -229,7 +228,7 @@ impl Checkpoint {
                     offset: 0,
                 },
             );
-            blobs.push(Arc::new(AlignedF32Bytes::new(bytes)));
+            blobs.push(Arc::new(F32Blob(data)));
         }
         Checkpoint::from_parts(PathBuf::from("<memory>"), Format::Memory, blobs, entries)
     }
@@ -277,6 +276,15 @@ impl Checkpoint {
     pub fn require(&self, name: &str) -> Result<WeightView<'_>> {
         self.get(name)
             .ok_or_else(|| Error::NotSegVol(format!("tensor {name} is missing")))
+    }
+}
+
+/// Owned f32 values viewed as bytes (no copy, naturally aligned).
+struct F32Blob(Vec<f32>);
+
+impl AsRef<[u8]> for F32Blob {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
     }
 }
 
