@@ -1,6 +1,7 @@
 //! What several subcommands share: progress lines, weight resolution,
 //! backend choice and model loading.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use segvol::backend::Backend;
 use segvol::error::{Error, Result};
 use segvol::model::{ClipTokenizer, SegVol, TextEmbedder};
 use segvol::pipeline::zoom::ZoomOptions;
+use segvol::tempfiles::TempFile;
 use segvol::weights::{check::detect_config, hub, Checkpoint};
 
 use super::EngineArgs;
@@ -153,20 +155,10 @@ pub fn zoom_options(engine: &EngineArgs) -> ZoomOptions {
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text =
         serde_json::to_string_pretty(value).map_err(|e| Error::Invalid(format!("JSON: {e}")))?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("summary"),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    let (tmp, mut file) = TempFile::create_for(path).map_err(|e| Error::io(path, e))?;
+    file.write_all((text + "\n").as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| Error::io(tmp.path(), e))?;
+    drop(file);
+    tmp.commit(path).map_err(|e| Error::io(path, e))
 }
