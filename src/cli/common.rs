@@ -11,6 +11,7 @@ use segvol::backend::cuda::{cuda_unavailable_reason, CudaBackend, Device, Precis
 use segvol::backend::Backend;
 use segvol::error::{Error, Result};
 use segvol::model::{ClipTokenizer, SegVol, TextEmbedder};
+use segvol::pipeline::memory::{Estimate, MemoryLimit, Workload};
 use segvol::pipeline::zoom::ZoomOptions;
 use segvol::tempfiles::TempFile;
 use segvol::weights::{check::detect_config, hub, Checkpoint};
@@ -138,6 +139,40 @@ pub fn dispatch<T: BackendTask>(engine: &EngineArgs, task: T) -> Result<T::Outpu
             }
             task.run(cpu()?)
         }
+    }
+}
+
+/// The `--max-memory` limit (parsed before any work is done).
+pub fn memory_limit(engine: &EngineArgs) -> Result<MemoryLimit> {
+    MemoryLimit::from_arg(engine.max_memory.as_deref())
+}
+
+/// The progress line about memory.
+pub fn memory_note(est: &Estimate, limit: MemoryLimit) -> String {
+    let g = |b: u64| b as f64 / (1u64 << 30) as f64;
+    if limit.bytes == u64::MAX {
+        format!("memory: ~{:.2} GiB estimated peak", g(est.peak))
+    } else {
+        format!(
+            "memory: ~{:.2} GiB estimated peak, limit {:.2} GiB",
+            g(est.peak),
+            g(limit.bytes)
+        )
+    }
+}
+
+/// The memory workload of a volume of `dims` (i, j, k) voxels.
+pub fn workload(engine: &EngineArgs, dims: [usize; 3], categories: usize) -> Workload {
+    let z = zoom_options(engine);
+    Workload {
+        dims,
+        cropped: None,
+        categories,
+        probabilities: false,
+        label_map_input: false,
+        zoom_in: z.zoom_in,
+        window_batch: z.window_batch,
+        cache_bytes: z.cache_bytes,
     }
 }
 
