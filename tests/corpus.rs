@@ -571,6 +571,11 @@ fn prompt_cases() -> Vec<Case> {
             "does not exist",
         ),
         case(
+            "--json in a missing folder",
+            args(&["--text", "liver", "--json", "{dir}/out/no/summary.json"]),
+            "does not exist",
+        ),
+        case(
             "probabilities name without .nii",
             args(&["--text", "liver", "--probabilities", "{dir}/out/p.npy"]),
             "must end in .nii",

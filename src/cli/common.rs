@@ -186,6 +186,29 @@ pub fn zoom_options(engine: &EngineArgs) -> ZoomOptions {
     }
 }
 
+/// Checks a `--json` path before any work, so a typo cannot fail the run
+/// after the label map has been written.
+pub fn check_json_path(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Invalid(format!(
+            "--json {}: the folder {} does not exist",
+            path.display(),
+            dir.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(Error::Invalid(format!(
+            "--json {}: the path is a folder",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Writes a JSON value atomically (temporary file, then rename).
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text =

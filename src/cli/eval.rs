@@ -17,8 +17,8 @@ use segvol::pipeline::windows::{mask_bbox, EMPTY_BOX};
 use segvol::pipeline::zoom::{CategoryPrompt, Segmenter};
 
 use super::common::{
-    dispatch, load_model, memory_limit, memory_note, resolve_weights, workload, write_json,
-    zoom_options, BackendTask, Progress,
+    check_json_path, dispatch, load_model, memory_limit, memory_note, resolve_weights, workload,
+    write_json, zoom_options, BackendTask, Progress,
 };
 use super::{EvalArgs, PromptKind};
 
@@ -40,6 +40,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let limit = memory_limit(&args.engine)?;
     if let Some(out) = &args.output {
         check_output_path(out, &args.ct)?;
+    }
+    if let Some(j) = &args.json {
+        check_json_path(j)?;
     }
     let info = probe_ct(&args.ct)?;
     let gt_info = probe_ct(&args.labels_from)?;

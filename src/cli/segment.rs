@@ -13,8 +13,8 @@ use segvol::pipeline::request::Request;
 use segvol::pipeline::zoom::Segmenter;
 
 use super::common::{
-    dispatch, load_model, memory_limit, memory_note, resolve_weights, workload, write_json,
-    zoom_options, BackendTask, Progress,
+    check_json_path, dispatch, load_model, memory_limit, memory_note, resolve_weights, workload,
+    write_json, zoom_options, BackendTask, Progress,
 };
 use super::SegmentArgs;
 
@@ -33,6 +33,9 @@ pub fn run(args: SegmentArgs) -> Result<()> {
     check_output_path(&args.output, &args.ct)?;
     if let Some(p) = &args.probabilities {
         check_output_path(p, &args.ct)?;
+    }
+    if let Some(j) = &args.json {
+        check_json_path(j)?;
     }
     let info = probe_ct(&args.ct)?;
     let weights = resolve_weights(args.engine.weights.as_deref(), &progress)?;
