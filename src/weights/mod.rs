@@ -19,6 +19,8 @@ pub mod unpickle;
 pub mod write;
 mod zip;
 
+pub use safetensors_file::parse_header as parse_safetensors_header;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
