@@ -13,6 +13,7 @@ pub mod error;
 pub mod io;
 pub mod model;
 pub mod pipeline;
+pub mod tempfiles;
 pub mod weights;
 
 pub use config::ModelConfig;

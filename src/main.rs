@@ -2,12 +2,62 @@
 
 mod cli;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 
 fn main() {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) => usage_error(e),
+    };
+    // Outputs are written through registered temporary files; SIGINT and
+    // SIGTERM remove them and exit 130.
+    if let Err(e) = segvol::tempfiles::install_interrupt_handler() {
+        eprintln!("segvol: warning: {e}");
+    }
     if let Err(e) = cli::run(args) {
-        eprintln!("segvol: error: {e}");
+        eprintln!("segvol: error: {}", one_line(&e.to_string()));
         std::process::exit(1);
     }
+}
+
+/// Help and version print as clap formats them; a usage error becomes one
+/// `segvol: error:` line (a batch log keeps one line per failed file), with
+/// clap's usual exit status.
+fn usage_error(e: clap::Error) -> ! {
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    let text = e.render().to_string();
+    let kept: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with("Usage:")
+                && !l.starts_with("For more information")
+                && !l.starts_with("tip:")
+        })
+        .collect();
+    let msg = kept.join(" ");
+    eprintln!(
+        "segvol: error: {}",
+        msg.strip_prefix("error: ").unwrap_or(&msg)
+    );
+    std::process::exit(e.exit_code())
+}
+
+/// Messages are one line by construction; this keeps it so when one quotes
+/// text that holds a newline (a file name, a JSON error).
+fn one_line(msg: &str) -> String {
+    msg.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -5,103 +5,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use common::gen::{f32_bytes, gzip, i16_bytes, Hdr};
 
 use nifti::{NiftiObject, NiftiType};
 use segvol::io::{read_ct, write_label_map, write_probabilities, AffineSource, CtVolume};
-
-/// A raw NIfTI-1 header edited by byte offset.
-#[derive(Clone)]
-struct Hdr {
-    b: [u8; 348],
-    big: bool,
-}
-
-impl Hdr {
-    fn new(dims: &[i16], datatype: i16, bitpix: i16) -> Hdr {
-        Self::build(false, dims, datatype, bitpix)
-    }
-    fn new_big_endian(dims: &[i16], datatype: i16, bitpix: i16) -> Hdr {
-        Self::build(true, dims, datatype, bitpix)
-    }
-    fn build(big: bool, dims: &[i16], datatype: i16, bitpix: i16) -> Hdr {
-        let mut h = Hdr { b: [0; 348], big };
-        h.i32(0, 348);
-        h.i16(40, dims.len() as i16);
-        for a in 1..8 {
-            h.i16(40 + 2 * a, 1);
-        }
-        for (a, &d) in dims.iter().enumerate() {
-            h.i16(42 + 2 * a, d);
-        }
-        h.i16(70, datatype);
-        h.i16(72, bitpix);
-        for a in 0..8 {
-            h.f32(76 + 4 * a, 1.0);
-        }
-        h.f32(108, 352.0);
-        h.b[344..348].copy_from_slice(b"n+1\0");
-        h
-    }
-    fn put(&mut self, off: usize, le: &[u8]) {
-        let mut v = le.to_vec();
-        if self.big {
-            v.reverse();
-        }
-        self.b[off..off + v.len()].copy_from_slice(&v);
-    }
-    fn i16(&mut self, off: usize, v: i16) -> &mut Self {
-        self.put(off, &v.to_le_bytes());
-        self
-    }
-    fn i32(&mut self, off: usize, v: i32) -> &mut Self {
-        self.put(off, &v.to_le_bytes());
-        self
-    }
-    fn f32(&mut self, off: usize, v: f32) -> &mut Self {
-        self.put(off, &v.to_le_bytes());
-        self
-    }
-    fn pixdim(&mut self, qfac: f32, p: [f32; 3]) -> &mut Self {
-        self.f32(76, qfac);
-        for (a, v) in p.iter().enumerate() {
-            self.f32(80 + 4 * a, *v);
-        }
-        self
-    }
-    fn scale(&mut self, slope: f32, inter: f32) -> &mut Self {
-        self.f32(112, slope).f32(116, inter)
-    }
-    fn qform(&mut self, code: i16, bcd: [f32; 3], offset: [f32; 3]) -> &mut Self {
-        self.i16(252, code);
-        for (a, v) in bcd.iter().chain(&offset).enumerate() {
-            self.f32(256 + 4 * a, *v);
-        }
-        self
-    }
-    fn sform(&mut self, code: i16, rows: [[f32; 4]; 3]) -> &mut Self {
-        self.i16(254, code);
-        for (r, row) in rows.iter().enumerate() {
-            for (a, v) in row.iter().enumerate() {
-                self.f32(280 + 16 * r + 4 * a, *v);
-            }
-        }
-        self
-    }
-    fn file(&self, data: &[u8]) -> Vec<u8> {
-        let mut out = self.b.to_vec();
-        out.extend_from_slice(&[0; 4]);
-        out.extend_from_slice(data);
-        out
-    }
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
-}
 
 /// A fresh folder for one test, removed when dropped.
 struct TempDir(PathBuf);
@@ -135,14 +44,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn i16_bytes(v: &[i16]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 fn err_of(path: &Path) -> String {

@@ -1,121 +1,13 @@
 //! Hostile and damaged inputs: every one must be an `Err` naming the
 //! problem, never a panic, and nothing in a pickle is ever executed.
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::gen::{build_zip, global, int, s, torch_pickle, tuple, GOOD, T};
 use segvol::weights::unpickle::unpickle;
 use segvol::weights::Checkpoint;
-
-// ---- pickle building blocks (protocol 2 opcodes) ----
-
-fn s(x: &str) -> Vec<u8> {
-    let mut v = vec![b'X'];
-    v.extend((x.len() as u32).to_le_bytes());
-    v.extend(x.as_bytes());
-    v
-}
-fn int(i: i32) -> Vec<u8> {
-    let mut v = vec![b'J'];
-    v.extend(i.to_le_bytes());
-    v
-}
-fn global(module: &str, name: &str) -> Vec<u8> {
-    format!("c{module}\n{name}\n").into_bytes()
-}
-fn tuple(items: &[Vec<u8>]) -> Vec<u8> {
-    let mut v = vec![b'('];
-    for i in items {
-        v.extend(i);
-    }
-    v.push(b't');
-    v
-}
-fn odict() -> Vec<u8> {
-    let mut v = global("collections", "OrderedDict");
-    v.extend([b')', b'R']);
-    v
-}
-
-/// One tensor as torch.save pickles it.
-struct T<'a> {
-    name: &'a str,
-    key: &'a str,
-    storage_numel: i32,
-    offset: i32,
-    shape: &'a [i32],
-    stride: &'a [i32],
-}
-
-fn torch_pickle(tensors: &[T]) -> Vec<u8> {
-    let mut p = vec![0x80, 2];
-    p.extend(odict());
-    p.push(b'(');
-    for t in tensors {
-        p.extend(s(t.name));
-        p.extend(global("torch._utils", "_rebuild_tensor_v2"));
-        let pid = tuple(&[
-            s("storage"),
-            global("torch", "FloatStorage"),
-            s(t.key),
-            s("cpu"),
-            int(t.storage_numel),
-        ]);
-        let mut storage = pid;
-        storage.push(b'Q');
-        let shape: Vec<Vec<u8>> = t.shape.iter().map(|&d| int(d)).collect();
-        let stride: Vec<Vec<u8>> = t.stride.iter().map(|&d| int(d)).collect();
-        p.extend(tuple(&[
-            storage,
-            int(t.offset),
-            tuple(&shape),
-            tuple(&stride),
-            vec![0x89],
-            odict(),
-        ]));
-        p.push(b'R');
-    }
-    p.extend([b'u', b'.']);
-    p
-}
-
-// ---- zip building ----
-
-fn build_zip(files: &[(&str, &[u8])], method: u16) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut central = Vec::new();
-    for (name, data) in files {
-        let off = out.len() as u32;
-        let fixed = |v: &mut Vec<u8>| {
-            v.extend(method.to_le_bytes());
-            v.extend([0; 8]);
-            v.extend((data.len() as u32).to_le_bytes());
-            v.extend((data.len() as u32).to_le_bytes());
-            v.extend((name.len() as u16).to_le_bytes());
-        };
-        out.extend(0x0403_4b50u32.to_le_bytes());
-        out.extend([20, 0, 0, 0]);
-        fixed(&mut out);
-        out.extend([0, 0]);
-        out.extend(name.as_bytes());
-        out.extend(*data);
-        central.extend(0x0201_4b50u32.to_le_bytes());
-        central.extend([20, 0, 20, 0, 0, 0]);
-        fixed(&mut central);
-        central.extend([0; 12]);
-        central.extend(off.to_le_bytes());
-        central.extend(name.as_bytes());
-    }
-    let cd = out.len() as u32;
-    out.extend(&central);
-    out.extend(0x0605_4b50u32.to_le_bytes());
-    out.extend([0; 4]);
-    out.extend((files.len() as u16).to_le_bytes());
-    out.extend((files.len() as u16).to_le_bytes());
-    out.extend((central.len() as u32).to_le_bytes());
-    out.extend(cd.to_le_bytes());
-    out.extend([0; 2]);
-    out
-}
 
 fn scratch_file(name: &str, bytes: &[u8]) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weights-hostile");
@@ -145,15 +37,6 @@ fn pickle_err(bytes: &[u8]) -> String {
 fn f32s(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
-
-const GOOD: T = T {
-    name: "w",
-    key: "0",
-    storage_numel: 6,
-    offset: 0,
-    shape: &[2, 3],
-    stride: &[3, 1],
-};
 
 // ---- the cases ----
 

@@ -1,6 +1,7 @@
 //! What several subcommands share: progress lines, weight resolution,
 //! backend choice and model loading.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +11,9 @@ use segvol::backend::cuda::{cuda_unavailable_reason, CudaBackend, Device, Precis
 use segvol::backend::Backend;
 use segvol::error::{Error, Result};
 use segvol::model::{ClipTokenizer, SegVol, TextEmbedder};
+use segvol::pipeline::memory::{Estimate, MemoryLimit, Workload};
 use segvol::pipeline::zoom::ZoomOptions;
+use segvol::tempfiles::TempFile;
 use segvol::weights::{check::detect_config, hub, Checkpoint};
 
 use super::EngineArgs;
@@ -139,6 +142,40 @@ pub fn dispatch<T: BackendTask>(engine: &EngineArgs, task: T) -> Result<T::Outpu
     }
 }
 
+/// The `--max-memory` limit (parsed before any work is done).
+pub fn memory_limit(engine: &EngineArgs) -> Result<MemoryLimit> {
+    MemoryLimit::from_arg(engine.max_memory.as_deref())
+}
+
+/// The progress line about memory.
+pub fn memory_note(est: &Estimate, limit: MemoryLimit) -> String {
+    let g = |b: u64| b as f64 / (1u64 << 30) as f64;
+    if limit.bytes == u64::MAX {
+        format!("memory: ~{:.2} GiB estimated peak", g(est.peak))
+    } else {
+        format!(
+            "memory: ~{:.2} GiB estimated peak, limit {:.2} GiB",
+            g(est.peak),
+            g(limit.bytes)
+        )
+    }
+}
+
+/// The memory workload of a volume of `dims` (i, j, k) voxels.
+pub fn workload(engine: &EngineArgs, dims: [usize; 3], categories: usize) -> Workload {
+    let z = zoom_options(engine);
+    Workload {
+        dims,
+        cropped: None,
+        categories,
+        probabilities: false,
+        label_map_input: false,
+        zoom_in: z.zoom_in,
+        window_batch: z.window_batch,
+        cache_bytes: z.cache_bytes,
+    }
+}
+
 pub fn zoom_options(engine: &EngineArgs) -> ZoomOptions {
     ZoomOptions {
         pad_mode: engine.mode.into(),
@@ -149,24 +186,37 @@ pub fn zoom_options(engine: &EngineArgs) -> ZoomOptions {
     }
 }
 
+/// Checks a `--json` path before any work, so a typo cannot fail the run
+/// after the label map has been written.
+pub fn check_json_path(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Invalid(format!(
+            "--json {}: the folder {} does not exist",
+            path.display(),
+            dir.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(Error::Invalid(format!(
+            "--json {}: the path is a folder",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Writes a JSON value atomically (temporary file, then rename).
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text =
         serde_json::to_string_pretty(value).map_err(|e| Error::Invalid(format!("JSON: {e}")))?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("summary"),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    let (tmp, mut file) = TempFile::create_for(path).map_err(|e| Error::io(path, e))?;
+    file.write_all((text + "\n").as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| Error::io(tmp.path(), e))?;
+    drop(file);
+    tmp.commit(path).map_err(|e| Error::io(path, e))
 }

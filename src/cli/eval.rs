@@ -6,9 +6,10 @@ use serde_json::json;
 use segvol::backend::cpu::volume::resize;
 use segvol::backend::{Backend, Interp};
 use segvol::error::{Error, Result};
-use segvol::io::nifti::read_ct;
-use segvol::io::write::write_label_map;
+use segvol::io::nifti::{probe_ct, read_ct, HeaderInfo};
+use segvol::io::write::{check_output_path, write_label_map};
 use segvol::pipeline::is_foreground;
+use segvol::pipeline::memory::{check, MemoryLimit};
 use segvol::pipeline::output::{dice, label_map, Placement};
 use segvol::pipeline::preprocess::preprocess;
 use segvol::pipeline::sampling::{select_points, Rng};
@@ -16,7 +17,8 @@ use segvol::pipeline::windows::{mask_bbox, EMPTY_BOX};
 use segvol::pipeline::zoom::{CategoryPrompt, Segmenter};
 
 use super::common::{
-    dispatch, load_model, resolve_weights, write_json, zoom_options, BackendTask, Progress,
+    check_json_path, dispatch, load_model, memory_limit, memory_note, resolve_weights, workload,
+    write_json, zoom_options, BackendTask, Progress,
 };
 use super::{EvalArgs, PromptKind};
 
@@ -35,6 +37,24 @@ pub fn run(args: EvalArgs) -> Result<()> {
             Ok((v, n.trim().to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
+    let limit = memory_limit(&args.engine)?;
+    if let Some(out) = &args.output {
+        check_output_path(out, &args.ct)?;
+    }
+    if let Some(j) = &args.json {
+        check_json_path(j)?;
+    }
+    let info = probe_ct(&args.ct)?;
+    let gt_info = probe_ct(&args.labels_from)?;
+    if gt_info.dims != info.dims {
+        return Err(Error::nifti(
+            &args.labels_from,
+            format!(
+                "label map dims {:?} differ from the CT's {:?}",
+                gt_info.dims, info.dims
+            ),
+        ));
+    }
     let weights = resolve_weights(args.engine.weights.as_deref(), &progress)?;
     progress.step("loading model");
     let engine = args.engine.clone();
@@ -44,6 +64,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
             args,
             classes,
             weights,
+            limit,
+            info,
             progress: &mut progress,
         },
     )
@@ -53,6 +75,8 @@ struct Task<'p> {
     args: EvalArgs,
     classes: Vec<(f32, String)>,
     weights: std::path::PathBuf,
+    limit: MemoryLimit,
+    info: HeaderInfo,
     progress: &'p mut Progress,
 }
 
@@ -64,13 +88,19 @@ impl BackendTask for Task<'_> {
             args,
             classes,
             weights,
+            limit,
+            info,
             progress,
         } = self;
         progress.note(&format!("device: {}", backend.name()));
         let mut loaded = load_model(backend, &weights)?;
         let cfg = loaded.model.config().clone();
         progress.step("reading CT and labels");
-        let ct = read_ct(&args.ct)?;
+        let mut work = workload(&args.engine, info.dims, classes.len());
+        work.label_map_input = true;
+        let est = check(&cfg, &work, limit)?;
+        progress.note(&memory_note(&est, limit));
+        let mut ct = read_ct(&args.ct)?;
         let gt = read_ct(&args.labels_from)?;
         if gt.dims != ct.dims {
             return Err(Error::nifti(
@@ -83,7 +113,13 @@ impl BackendTask for Task<'_> {
         }
         progress.step("preprocessing");
         let dims = [ct.dims[2], ct.dims[1], ct.dims[0]];
-        let pre = preprocess(&ct.data, dims, cfg.spatial_size)?;
+        // Name the file: "no foreground" means little in a batch log.
+        let pre = preprocess(&ct.data, dims, cfg.spatial_size)
+            .map_err(|e| segvol::Error::nifti(&args.ct, e.to_string()))?;
+        // Only the CT's header and geometry are needed from here on.
+        ct.data = Vec::new();
+        work.cropped = Some(pre.cropped_dims());
+        check(&cfg, &work, limit)?;
         let cd = pre.cropped_dims();
         let zoom = pre.zoom_out_dims;
 

@@ -123,6 +123,12 @@ pub struct EngineArgs {
     /// Zoom-in windows per encoder batch.
     #[arg(long, default_value_t = 2)]
     pub window_batch: usize,
+    /// Memory the run may use, e.g. 8G or 512M ("unlimited" turns the check
+    /// off). Default: the memory available at start (MemAvailable). A
+    /// volume whose estimated peak exceeds it is refused before its voxels
+    /// are read.
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -4,15 +4,17 @@ use serde_json::json;
 
 use segvol::backend::Backend;
 use segvol::error::Result;
-use segvol::io::nifti::read_ct;
-use segvol::io::write::{write_label_map, write_probabilities};
+use segvol::io::nifti::{probe_ct, read_ct, HeaderInfo};
+use segvol::io::write::{check_output_path, write_label_map, write_probabilities};
+use segvol::pipeline::memory::{check, MemoryLimit};
 use segvol::pipeline::output::{label_counts, label_map, probability_map, Placement};
 use segvol::pipeline::preprocess::preprocess;
 use segvol::pipeline::request::Request;
 use segvol::pipeline::zoom::Segmenter;
 
 use super::common::{
-    dispatch, load_model, resolve_weights, write_json, zoom_options, BackendTask, Progress,
+    check_json_path, dispatch, load_model, memory_limit, memory_note, resolve_weights, workload,
+    write_json, zoom_options, BackendTask, Progress,
 };
 use super::SegmentArgs;
 
@@ -25,8 +27,17 @@ pub fn run(args: SegmentArgs) -> Result<()> {
         frame: Some(args.frame.into()),
         labels: args.labels.clone(),
     };
-    // Refuse a bad request before loading anything.
-    req.category_count()?;
+    // Refuse a bad request or output path before loading anything.
+    let n_cats = req.category_count()?;
+    let limit = memory_limit(&args.engine)?;
+    check_output_path(&args.output, &args.ct)?;
+    if let Some(p) = &args.probabilities {
+        check_output_path(p, &args.ct)?;
+    }
+    if let Some(j) = &args.json {
+        check_json_path(j)?;
+    }
+    let info = probe_ct(&args.ct)?;
     let weights = resolve_weights(args.engine.weights.as_deref(), &progress)?;
     progress.step("loading model");
     let engine = args.engine.clone();
@@ -36,6 +47,9 @@ pub fn run(args: SegmentArgs) -> Result<()> {
             args,
             req,
             weights,
+            limit,
+            n_cats,
+            info,
             progress: &mut progress,
         },
     )
@@ -45,6 +59,9 @@ struct Task<'p> {
     args: SegmentArgs,
     req: Request,
     weights: std::path::PathBuf,
+    limit: MemoryLimit,
+    n_cats: usize,
+    info: HeaderInfo,
     progress: &'p mut Progress,
 }
 
@@ -56,6 +73,9 @@ impl BackendTask for Task<'_> {
             args,
             req,
             weights,
+            limit,
+            n_cats,
+            info,
             progress,
         } = self;
         let device = backend.name();
@@ -64,7 +84,11 @@ impl BackendTask for Task<'_> {
         let cfg = loaded.model.config().clone();
 
         progress.step("reading CT");
-        let ct = read_ct(&args.ct)?;
+        let mut work = workload(&args.engine, info.dims, n_cats);
+        work.probabilities = args.probabilities.is_some();
+        let est = check(&cfg, &work, limit)?;
+        progress.note(&memory_note(&est, limit));
+        let mut ct = read_ct(&args.ct)?;
         if ct.non_finite > 0 {
             return Err(segvol::Error::nifti(
                 &args.ct,
@@ -73,7 +97,14 @@ impl BackendTask for Task<'_> {
         }
         progress.step("preprocessing");
         let dims = [ct.dims[2], ct.dims[1], ct.dims[0]];
-        let pre = preprocess(&ct.data, dims, cfg.spatial_size)?;
+        // Name the file: "no foreground" means little in a batch log.
+        let mut pre = preprocess(&ct.data, dims, cfg.spatial_size)
+            .map_err(|e| segvol::Error::nifti(&args.ct, e.to_string()))?;
+        // The intensities are not needed past this point; only the header
+        // and geometry are, for the outputs.
+        ct.data = Vec::new();
+        work.cropped = Some(pre.cropped_dims());
+        check(&cfg, &work, limit)?;
 
         progress.step("text and prompts");
         let cats = req.categories(&ct, &pre, &loaded.model, &mut loaded.texts)?;
@@ -86,6 +117,7 @@ impl BackendTask for Task<'_> {
             seg.segment(&pre, &prompts, &mut |m| p.note(m))?
         };
 
+        pre.image = Vec::new();
         progress.step("writing output");
         let place = Placement {
             dims,
@@ -97,6 +129,7 @@ impl BackendTask for Task<'_> {
         let counts = label_counts(&labels, cats.len());
         if cats.len() <= 255 {
             let l8: Vec<u8> = labels.iter().map(|&v| v as u8).collect();
+            drop(labels);
             write_label_map(&args.output, &ct, &l8)?;
         } else {
             write_label_map(&args.output, &ct, &labels)?;

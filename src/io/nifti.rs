@@ -120,47 +120,165 @@ struct Layout {
     scaling: Option<(f64, f64)>,
 }
 
+/// What a CT's header says about its voxels, known before they are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderInfo {
+    /// Voxel counts along (i, j, k).
+    pub dims: [usize; 3],
+    pub datatype: NiftiType,
+    /// Bytes per stored voxel.
+    pub voxel_bytes: usize,
+    pub vox_offset: u64,
+    /// Bytes of voxel data the header announces.
+    pub data_bytes: u64,
+}
+
+impl HeaderInfo {
+    pub fn voxels(&self) -> u64 {
+        self.dims.iter().map(|&d| d as u64).product()
+    }
+}
+
+impl From<&Layout> for HeaderInfo {
+    fn from(l: &Layout) -> Self {
+        HeaderInfo {
+            dims: l.dims,
+            datatype: l.scalar.nifti_type(),
+            voxel_bytes: l.scalar.size(),
+            vox_offset: l.vox_offset,
+            data_bytes: l.data_bytes,
+        }
+    }
+}
+
+/// Validates a raw NIfTI-1 header (the first 348 bytes of a `.nii`,
+/// uncompressed) and its affine, as [`read_ct`] does before reading voxels.
+/// The fuzzing entry point for the header path.
+pub fn parse_header(raw: &[u8]) -> std::result::Result<HeaderInfo, String> {
+    let raw: &[u8; HEADER_SIZE] = raw
+        .get(..HEADER_SIZE)
+        .and_then(|r| r.try_into().ok())
+        .ok_or_else(|| {
+            format!(
+                "truncated: {} bytes, inside the {HEADER_SIZE}-byte NIfTI-1 header",
+                raw.len()
+            )
+        })?;
+    let (header, layout) = validate_header(raw)?;
+    affine::best_affine(&header)?;
+    Ok(HeaderInfo::from(&layout))
+}
+
+/// Reads and checks only the header of a `.nii` / `.nii.gz` (through the
+/// gzip stream when compressed): dims and voxel type before any voxel
+/// memory is committed.
+pub fn probe_ct(path: &Path) -> Result<HeaderInfo> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut stream = Stream::open(path, BufReader::with_capacity(1 << 16, file))?;
+    let (_, layout) = stream.header()?;
+    Ok(HeaderInfo::from(&layout))
+}
+
+/// A CT file's byte stream, decompressed when it is gzip.
+struct Stream<'a, 'p> {
+    path: &'p Path,
+    src: Box<dyn Read + 'a>,
+    gz: bool,
+}
+
+impl<'a, 'p> Stream<'a, 'p> {
+    fn open(path: &'p Path, mut buffered: impl BufRead + 'a) -> Result<Self> {
+        let head = buffered.fill_buf().map_err(|e| Error::io(path, e))?;
+        let gz = head.starts_with(&[0x1f, 0x8b]);
+        let src: Box<dyn Read + 'a> = if gz {
+            Box::new(MultiGzDecoder::new(buffered))
+        } else {
+            Box::new(buffered)
+        };
+        Ok(Stream { path, src, gz })
+    }
+
+    fn err(&self, msg: String) -> Error {
+        Error::nifti(self.path, msg)
+    }
+
+    fn io_err(&self, e: std::io::Error) -> Error {
+        if self.gz {
+            self.err(format!("corrupt or truncated gzip stream: {e}"))
+        } else {
+            Error::io(self.path, e)
+        }
+    }
+
+    fn what(&self) -> &'static str {
+        if self.gz {
+            "decompressed stream"
+        } else {
+            "file"
+        }
+    }
+
+    /// Reads on to the end of a gzip stream (at most MAX_TRAILING bytes),
+    /// which makes the decoder check the CRC.
+    fn check_trailer(&mut self) -> Result<()> {
+        if self.gz {
+            std::io::copy(
+                &mut (&mut self.src).take(MAX_TRAILING),
+                &mut std::io::sink(),
+            )
+            .map_err(|e| self.io_err(e))?;
+        }
+        Ok(())
+    }
+
+    /// The 348-byte header, validated.
+    fn header(&mut self) -> Result<(NiftiHeader, Layout)> {
+        let mut raw = [0u8; HEADER_SIZE];
+        let got = read_full(&mut self.src, &mut raw).map_err(|e| self.io_err(e))?;
+        if got < HEADER_SIZE {
+            return Err(self.err(format!(
+                "truncated: the {} ends after {got} bytes, inside the {HEADER_SIZE}-byte NIfTI-1 header",
+                self.what()
+            )));
+        }
+        match validate_header(&raw) {
+            Ok(v) => Ok(v),
+            Err(msg) => {
+                // A damaged deflate stream can inflate to a garbage header;
+                // the CRC at the end tells which problem it really is.
+                self.check_trailer()?;
+                Err(self.err(msg))
+            }
+        }
+    }
+}
+
 /// Reads a `.nii` or `.nii.gz` CT (gzip is recognised by its magic bytes).
 pub fn read_ct(path: &Path) -> Result<CtVolume> {
-    let err = |msg: String| Error::nifti(path, msg);
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut buffered = BufReader::with_capacity(1 << 20, file);
-    let head = buffered.fill_buf().map_err(|e| Error::io(path, e))?;
-    let gz = head.starts_with(&[0x1f, 0x8b]);
-    let mut src: Box<dyn Read> = if gz {
-        Box::new(MultiGzDecoder::new(buffered))
-    } else {
-        Box::new(buffered)
-    };
-    let stream_err = |e: std::io::Error| {
-        if gz {
-            err(format!("corrupt or truncated gzip stream: {e}"))
-        } else {
-            Error::io(path, e)
-        }
-    };
-    let what = if gz { "decompressed stream" } else { "file" };
+    read_ct_from(path, BufReader::with_capacity(1 << 20, file), file_len)
+}
 
-    let mut raw = [0u8; HEADER_SIZE];
-    let got = read_full(&mut src, &mut raw).map_err(stream_err)?;
-    if got < HEADER_SIZE {
-        return Err(err(format!(
-            "truncated: the {what} ends after {got} bytes, inside the {HEADER_SIZE}-byte NIfTI-1 header"
-        )));
-    }
-    let (header, layout) = match validate_header(&raw) {
-        Ok(v) => v,
-        Err(msg) => {
-            // A damaged deflate stream can inflate to a garbage header; the
-            // CRC at the end of the stream tells which problem it really is.
-            if gz {
-                std::io::copy(&mut src.take(MAX_TRAILING), &mut std::io::sink())
-                    .map_err(stream_err)?;
-            }
-            return Err(err(msg));
-        }
-    };
+/// Reads a CT held in memory (`.nii` or `.nii.gz` bytes); `name` only
+/// labels messages. The fuzzing entry point for the whole read path.
+pub fn read_ct_bytes(name: &Path, bytes: &[u8]) -> Result<CtVolume> {
+    read_ct_from(name, bytes, bytes.len() as u64)
+}
+
+/// Stored bytes decoded per step: the raw voxels never exist whole next to
+/// their float32 copy.
+const DECODE_CHUNK: usize = 1 << 20;
+/// Deflate expands at most ~1032:1; a gzip file's claim is capped by that
+/// before anything is reserved for it.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
+fn read_ct_from<'a>(path: &Path, buffered: impl BufRead + 'a, file_len: u64) -> Result<CtVolume> {
+    let err = |msg: String| Error::nifti(path, msg);
+    let mut stream = Stream::open(path, buffered)?;
+    let (header, layout) = stream.header()?;
+    let what = stream.what();
+    let gz = stream.gz;
     let (affine, affine_source) = affine::best_affine(&header).map_err(err)?;
 
     let needed = layout.vox_offset + layout.data_bytes;
@@ -174,8 +292,8 @@ pub fn read_ct(path: &Path) -> Result<CtVolume> {
     }
 
     let skip = layout.vox_offset - HEADER_SIZE as u64;
-    let skipped =
-        std::io::copy(&mut (&mut src).take(skip), &mut std::io::sink()).map_err(stream_err)?;
+    let skipped = std::io::copy(&mut (&mut stream.src).take(skip), &mut std::io::sink())
+        .map_err(|e| stream.io_err(e))?;
     if skipped < skip {
         return Err(err(format!(
             "truncated: the {what} ends at byte {}, before the voxel data at offset {}",
@@ -184,31 +302,42 @@ pub fn read_ct(path: &Path) -> Result<CtVolume> {
         )));
     }
 
-    // Grown as bytes arrive rather than reserved from the header's claim, so
-    // a truncated .nii.gz costs only what it holds.
-    let mut bytes = Vec::new();
-    if !gz {
-        // The file size was checked against this above.
-        bytes.reserve_exact(layout.data_bytes as usize);
+    // A .nii's claim was checked against its size above; a .nii.gz's is
+    // capped by what its compressed size can expand to, and grows as bytes
+    // arrive beyond that, so a truncated file costs only what it holds.
+    let size = layout.scalar.size();
+    let nvox = layout.data_bytes / size as u64;
+    let reserve = if gz {
+        nvox.min(file_len.saturating_mul(MAX_DEFLATE_RATIO) / size as u64)
+    } else {
+        nvox
+    };
+    let mut data: Vec<f32> = Vec::new();
+    data.try_reserve_exact(reserve as usize).map_err(|_| {
+        Error::Memory(format!(
+            "{}: cannot allocate {:.2} GiB for {nvox} voxels as float32",
+            path.display(),
+            (reserve * 4) as f64 / GIB
+        ))
+    })?;
+    let mut chunk = vec![0u8; DECODE_CHUNK / size * size];
+    let mut remaining = layout.data_bytes;
+    while remaining > 0 {
+        let want = remaining.min(chunk.len() as u64) as usize;
+        let got = read_full(&mut stream.src, &mut chunk[..want]).map_err(|e| stream.io_err(e))?;
+        remaining -= got as u64;
+        if got < want {
+            return Err(err(format!(
+                "truncated: the voxel data ends after {} of {} bytes",
+                layout.data_bytes - remaining,
+                layout.data_bytes
+            )));
+        }
+        decode_into(&chunk[..got], &layout, &mut data);
     }
-    (&mut src)
-        .take(layout.data_bytes)
-        .read_to_end(&mut bytes)
-        .map_err(stream_err)?;
-    if (bytes.len() as u64) < layout.data_bytes {
-        return Err(err(format!(
-            "truncated: the voxel data ends after {} of {} bytes",
-            bytes.len(),
-            layout.data_bytes
-        )));
-    }
-    if gz {
-        // Reading on to the end makes the decoder check the gzip CRC.
-        std::io::copy(&mut src.take(MAX_TRAILING), &mut std::io::sink()).map_err(stream_err)?;
-    }
+    drop(chunk);
+    stream.check_trailer()?;
 
-    let data = decode_voxels(&bytes, &layout);
-    drop(bytes);
     let non_finite = data.iter().filter(|v| !v.is_finite()).count();
     Ok(CtVolume {
         path: path.to_path_buf(),
@@ -221,6 +350,8 @@ pub fn read_ct(path: &Path) -> Result<CtVolume> {
         affine_source,
     })
 }
+
+const GIB: f64 = (1u64 << 30) as f64;
 
 /// Reads until `buf` is full or the stream ends; returns the count.
 fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -444,7 +575,7 @@ fn validate_header(raw: &[u8; HEADER_SIZE]) -> Result<(NiftiHeader, Layout), Str
 
 /// Raw voxels → float32. Scaling is done in float64 and then rounded, as
 /// nibabel's `get_fdata()` followed by a cast to float32.
-fn decode_voxels(bytes: &[u8], l: &Layout) -> Vec<f32> {
+fn decode_into(bytes: &[u8], l: &Layout, out: &mut Vec<f32>) {
     macro_rules! decode {
         ($t:ty, $n:expr) => {{
             let conv = |c: &[u8]| -> f64 {
@@ -457,11 +588,10 @@ fn decode_voxels(bytes: &[u8], l: &Layout) -> Vec<f32> {
                 }) as f64
             };
             match l.scaling {
-                Some((s, i)) => bytes
-                    .chunks_exact($n)
-                    .map(|c| (conv(c) * s + i) as f32)
-                    .collect(),
-                None => bytes.chunks_exact($n).map(|c| conv(c) as f32).collect(),
+                Some((s, i)) => {
+                    out.extend(bytes.chunks_exact($n).map(|c| (conv(c) * s + i) as f32))
+                }
+                None => out.extend(bytes.chunks_exact($n).map(|c| conv(c) as f32)),
             }
         }};
     }

@@ -7,10 +7,8 @@
 //! so an interrupted or failed write never leaves a partial file or clobbers
 //! an existing one.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -18,6 +16,7 @@ use nifti::{Endianness, NiftiHeader};
 
 use super::nifti::{CtVolume, HEADER_SIZE, MIN_VOX_OFFSET};
 use crate::error::{Error, Result};
+use crate::tempfiles::TempFile;
 
 /// A voxel type a label map can be written in.
 pub trait LabelVoxel: Copy {
@@ -301,18 +300,33 @@ fn wants_gzip(path: &Path) -> Result<bool> {
     }
 }
 
-/// Removes the temporary file unless the write went through.
-struct TempFile {
-    path: PathBuf,
-    committed: bool,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.path);
+/// Checks an output path before any work is done: a `.nii` / `.nii.gz`
+/// name, in an existing folder, that is not the input CT. Returns whether
+/// the output is gzipped.
+pub fn check_output_path(path: &Path, input: &Path) -> Result<bool> {
+    let gz = wants_gzip(path)?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::nifti(
+            path,
+            format!("the output folder {} does not exist", dir.display()),
+        ));
+    }
+    if path.is_dir() {
+        return Err(Error::nifti(path, "the output path is a folder"));
+    }
+    if let (Ok(a), Ok(b)) = (path.canonicalize(), input.canonicalize()) {
+        if a == b {
+            return Err(Error::nifti(
+                path,
+                "refusing to overwrite the input CT with an output",
+            ));
         }
     }
+    Ok(gz)
 }
 
 fn write_atomic(
@@ -321,34 +335,9 @@ fn write_atomic(
     level: Compression,
     body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
-    let gz = wants_gzip(path)?;
-    if let (Ok(a), Ok(b)) = (path.canonicalize(), like.path.canonicalize()) {
-        if a == b {
-            return Err(Error::nifti(
-                path,
-                "refusing to overwrite the input CT with an output",
-            ));
-        }
-    }
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = TempFile {
-        path: dir.join(format!(
-            ".{file_name}.{}-{}.segvol.tmp",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        )),
-        committed: false,
-    };
+    let gz = check_output_path(path, &like.path)?;
+    let (tmp, file) = TempFile::create_for(path).map_err(|e| Error::io(path, e))?;
     let io_err = |e: std::io::Error| Error::io(path, e);
-    let file = File::create_new(&tmp.path).map_err(|e| Error::io(&tmp.path, e))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let file = if gz {
         let mut enc = GzEncoder::new(out, level);
@@ -361,8 +350,5 @@ fn write_atomic(
     };
     file.sync_all().map_err(io_err)?;
     drop(file);
-    std::fs::rename(&tmp.path, path).map_err(io_err)?;
-    let mut tmp = tmp;
-    tmp.committed = true;
-    Ok(())
+    tmp.commit(path).map_err(io_err)
 }

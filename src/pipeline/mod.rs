@@ -1,6 +1,7 @@
 //! The zoom-out-zoom-in pipeline around the network: preprocessing, prompt
 //! mapping, the global pass, the ROI, sliding windows and paste-back.
 
+pub mod memory;
 pub mod preprocess;
 pub mod prompt_maps;
 pub mod sampling;

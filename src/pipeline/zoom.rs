@@ -13,6 +13,7 @@ use super::preprocess::Preprocessed;
 use super::prompt_maps::{AxisView, CubeMap, PointMap};
 use super::sampling::{select_points, Rng};
 use super::windows::{mask_bbox, roi_from_bbox, roi_ranges, BoxI, WindowGrid};
+use crate::backend::cpu::volume::resize;
 use crate::backend::{Backend, Interp};
 use crate::error::{Error, Result};
 use crate::model::{GeomPrompt, ImageEmbedding, Prompt, SegVol, TextEmbedding};
@@ -230,9 +231,22 @@ impl<'m, B: Backend> Segmenter<'m, B> {
             let one = be.slice_batch(&lowres, k, 1)?;
             // The network's own trilinear upsample, then the pipeline's
             // legacy-nearest resize to the cropped frame.
-            let full = be.resize(&one, model.config().spatial_size, Interp::Trilinear)?;
-            let cropped = be.resize(&full, pre.cropped_dims(), Interp::Nearest)?;
-            out.push(be.download(&cropped)?);
+            let spatial = model.config().spatial_size;
+            let full = be.download(&be.resize(&one, spatial, Interp::Trilinear)?)?;
+            // The nearest resize to the (possibly huge) cropped frame runs on
+            // the host, straight into the result: no device-sized copy and
+            // no second host copy. Index selection only, so any backend's
+            // values come through unchanged.
+            let mut cropped = vec![0f32; pre.cropped_dims().iter().product()];
+            resize(
+                &full,
+                1,
+                spatial,
+                pre.cropped_dims(),
+                Interp::Nearest,
+                &mut cropped,
+            );
+            out.push(cropped);
         }
         self.timings.zoom_out_decode += t.elapsed();
         Ok(out)
@@ -304,7 +318,9 @@ impl<'m, B: Backend> Segmenter<'m, B> {
         // here the box rule wins and the points served the zoom-out pass.
         let point_map = (cube.is_none() && !cat.points.is_empty())
             .then(|| PointMap::new(&cat.points, zoom, dims));
-        let global_pos: Vec<bool> = logits.iter().map(|&v| is_foreground(v)).collect();
+        // The zoom-out foreground, read from `logits`, which stay unchanged
+        // until every window's prompts are built.
+        let global_pos = |i: usize| is_foreground(logits[i]);
         let map_shift = match self.opts.pad_mode {
             PadMode::Fixed => grid.pad_before,
             PadMode::Faithful => [0; 3],
@@ -333,7 +349,7 @@ impl<'m, B: Backend> Segmenter<'m, B> {
                         img_view[2].to_roi(w),
                     ) {
                         (Some(d), Some(h), Some(w)) => {
-                            global_pos[((rs[0] + d) * dims[1] + rs[1] + h) * dims[2] + rs[2] + w]
+                            global_pos(((rs[0] + d) * dims[1] + rs[1] + h) * dims[2] + rs[2] + w)
                         }
                         _ => false,
                     },
@@ -371,9 +387,24 @@ impl<'m, B: Backend> Segmenter<'m, B> {
             records.push(rec);
         }
 
-        // Encode (or reuse) window embeddings in batches, decode, accumulate.
-        let mut sum = vec![0f32; grid.padded.iter().product()];
-        let pad = grid.padded;
+        // Encode (or reuse) window embeddings in batches, decode, and sum
+        // into the ROI of `logits` itself: the padding is dropped anyway,
+        // so no padded-ROI-sized buffer is needed (the sums and their order
+        // are those of a separate buffer).
+        let pb = grid.pad_before;
+        for d in 0..size[0] {
+            for h in 0..size[1] {
+                let dst = ((rs[0] + d) * dims[1] + rs[1] + h) * dims[2] + rs[2];
+                logits[dst..dst + size[2]].fill(0.0);
+            }
+        }
+        // A window axis range [s, s + len) in the padded frame → the part
+        // inside the ROI: (first window index, first ROI index, count).
+        let clip = |a: usize, s: usize| -> Option<(usize, usize, usize)> {
+            let lo = s.max(pb[a]);
+            let hi = (s + win[a]).min(pb[a] + size[a]);
+            (lo < hi).then(|| (lo - s, lo - pb[a], hi - lo))
+        };
         let batch = self.opts.window_batch.max(1);
         for chunk in (0..windows.len()).collect::<Vec<_>>().chunks(batch) {
             let embs = self.window_embeddings(
@@ -396,15 +427,19 @@ impl<'m, B: Backend> Segmenter<'m, B> {
                 let out = self.model.decode(&emb, 0, std::slice::from_ref(&p))?;
                 let out = self.model.backend().download(&out)?;
                 let s = rec.start;
-                for d in 0..win[0] {
-                    for h in 0..win[1] {
-                        let dst = ((s[0] + d) * pad[1] + s[1] + h) * pad[2] + s[2];
-                        let src = (d * win[1] + h) * win[2];
-                        for (o, v) in sum[dst..dst + win[2]]
-                            .iter_mut()
-                            .zip(&out[src..src + win[2]])
-                        {
-                            *o += v;
+                if let (Some((d0, rd, nd)), Some((h0, rh, nh)), Some((w0, rw, nw))) =
+                    (clip(0, s[0]), clip(1, s[1]), clip(2, s[2]))
+                {
+                    for d in 0..nd {
+                        for h in 0..nh {
+                            let dst = ((rs[0] + rd + d) * dims[1] + rs[1] + rh + h) * dims[2]
+                                + rs[2]
+                                + rw;
+                            let src = ((d0 + d) * win[1] + h0 + h) * win[2] + w0;
+                            for (o, v) in logits[dst..dst + nw].iter_mut().zip(&out[src..src + nw])
+                            {
+                                *o += v;
+                            }
                         }
                     }
                 }
@@ -413,13 +448,13 @@ impl<'m, B: Backend> Segmenter<'m, B> {
             self.timings.zoom_in_decode += t.elapsed();
         }
 
-        // Average (constant blending), drop the padding, paste over the ROI.
+        // Average (constant blending) over the windows covering each voxel.
+        let pad = grid.padded;
         let cov = [0, 1, 2].map(|a| {
             (0..pad[a])
                 .map(|i| grid.coverage(a, i) as f32)
                 .collect::<Vec<_>>()
         });
-        let pb = grid.pad_before;
         for d in 0..size[0] {
             for h in 0..size[1] {
                 let (pd, ph) = (d + pb[0], h + pb[1]);
@@ -427,7 +462,7 @@ impl<'m, B: Backend> Segmenter<'m, B> {
                 for w in 0..size[2] {
                     let pw = w + pb[2];
                     let count = cov[0][pd] * cov[1][ph] * cov[2][pw];
-                    logits[dst + w] = sum[(pd * pad[1] + ph) * pad[2] + pw] / count;
+                    logits[dst + w] /= count;
                 }
             }
         }

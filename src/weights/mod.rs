@@ -19,6 +19,8 @@ pub mod unpickle;
 pub mod write;
 mod zip;
 
+pub use safetensors_file::parse_header as parse_safetensors_header;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -219,7 +221,6 @@ impl Checkpoint {
                     data.len()
                 )));
             }
-            let bytes: Vec<u8> = bytemuck::cast_slice(&data).to_vec();
             entries.insert(
                 name,
                 Entry {
@@ -229,7 +230,7 @@ impl Checkpoint {
                     offset: 0,
                 },
             );
-            blobs.push(Arc::new(AlignedF32Bytes::new(bytes)));
+            blobs.push(Arc::new(F32Blob(data)));
         }
         Checkpoint::from_parts(PathBuf::from("<memory>"), Format::Memory, blobs, entries)
     }
@@ -277,6 +278,15 @@ impl Checkpoint {
     pub fn require(&self, name: &str) -> Result<WeightView<'_>> {
         self.get(name)
             .ok_or_else(|| Error::NotSegVol(format!("tensor {name} is missing")))
+    }
+}
+
+/// Owned f32 values viewed as bytes (no copy, naturally aligned).
+struct F32Blob(Vec<f32>);
+
+impl AsRef<[u8]> for F32Blob {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
     }
 }
 

@@ -100,7 +100,20 @@ impl Checkpoint {
         // file truncated by another process while mapped would fault; we
         // accept that for zero-copy loading of 700 MB checkpoints.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&file_path, e))?;
-        let buf: &[u8] = &map;
+        Self::parse(file_path, Arc::new(map))
+    }
+
+    /// Parses a checkpoint held in memory; `name` only labels messages.
+    /// The fuzzing entry point for the zip, pickle and safetensors readers.
+    pub fn from_bytes(name: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Checkpoint> {
+        if bytes.is_empty() {
+            return Err(Error::checkpoint(name.as_ref(), "file is empty"));
+        }
+        Self::parse(name.as_ref().to_path_buf(), Arc::new(bytes))
+    }
+
+    fn parse(file_path: PathBuf, blob: Blob) -> Result<Checkpoint> {
+        let buf: &[u8] = (*blob).as_ref();
         let head = &buf[..buf.len().min(16)];
 
         let (format, raw, owned, container, metadata) = match sniff(head) {
@@ -139,7 +152,7 @@ impl Checkpoint {
         let (entries, mut info) = keys::normalise(&file_path, raw)?;
         info.container = container;
         info.metadata = metadata;
-        let mut blobs: Vec<Blob> = vec![Arc::new(map)];
+        let mut blobs: Vec<Blob> = vec![blob.clone()];
         blobs.extend(owned);
         Ok(Checkpoint::from_parts(file_path, format, blobs, entries)?.with_load_info(info))
     }

@@ -68,6 +68,17 @@ pub fn read(path: &Path, buf: &[u8]) -> Result<SafetensorsFile> {
     Ok(SafetensorsFile { tensors, metadata })
 }
 
+/// Validates a safetensors file's header against its bytes and returns the
+/// tensors it lists (name, dtype, shape), in data order. The fuzzing entry
+/// point for the safetensors header path.
+pub fn parse_header(buf: &[u8]) -> Result<Vec<(String, DType, Vec<usize>)>> {
+    let f = read(Path::new("<bytes>"), buf)?;
+    Ok(f.tensors
+        .into_iter()
+        .map(|(n, e)| (n, e.dtype, e.shape))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

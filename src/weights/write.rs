@@ -5,12 +5,13 @@
 //! place only once complete: a failed write leaves nothing behind.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::tempfiles::TempFile;
 use crate::weights::expected::expected_tensors;
 use crate::weights::synth::synth_tensor;
 use crate::weights::{Checkpoint, DType};
@@ -83,20 +84,6 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).expect("a string always serialises")
 }
 
-/// Removes the temporary file unless the write completed.
-struct TempFile {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
 /// Writes `tensors` (in the order given, widest dtype first so every tensor
 /// stays aligned to its element size) and `metadata` as a safetensors file
 /// at `path`, atomically.
@@ -151,30 +138,18 @@ pub fn save_safetensors(
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| invalid("path names no file".into()))?
-        .to_string_lossy();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let mut temp = TempFile {
-        path: dir.join(format!(".{file_name}.{}.{nanos}.tmp", std::process::id())),
-        keep: false,
-    };
+    if path.file_name().is_none() {
+        return Err(invalid("path names no file".into()));
+    }
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e| Error::io(p, e)
     };
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp.path)
-        .map_err(io(&temp.path))?;
+    let (temp, file) = TempFile::create_for(path).map_err(io(path))?;
     let mut w = BufWriter::with_capacity(1 << 22, file);
     w.write_all(&(header.len() as u64).to_le_bytes())
         .and_then(|_| w.write_all(header.as_bytes()))
-        .map_err(io(&temp.path))?;
+        .map_err(io(temp.path()))?;
     for t in tensors {
         let want = t.nbytes().unwrap_or(0);
         let name = t.name;
@@ -186,15 +161,14 @@ pub fn save_safetensors(
                 b.len()
             )));
         }
-        w.write_all(b).map_err(io(&temp.path))?;
+        w.write_all(b).map_err(io(temp.path()))?;
     }
     let file = w
         .into_inner()
-        .map_err(|e| Error::io(&temp.path, e.into_error()))?;
-    file.sync_all().map_err(io(&temp.path))?;
+        .map_err(|e| Error::io(temp.path(), e.into_error()))?;
+    file.sync_all().map_err(io(temp.path()))?;
     drop(file);
-    std::fs::rename(&temp.path, path).map_err(io(path))?;
-    temp.keep = true;
+    temp.commit(path).map_err(io(path))?;
     // Make the rename itself durable; not all platforms can open a folder.
     if let Ok(d) = File::open(&dir) {
         let _ = d.sync_all();

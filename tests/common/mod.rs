@@ -1,6 +1,8 @@
 //! Shared test helpers: where the fixtures are, and tensor comparisons.
 #![allow(dead_code)]
 
+pub mod gen;
+
 use std::path::PathBuf;
 
 /// The shared fixture folder: `$SEGVOL_SHARED`, else `../shared` next to the
