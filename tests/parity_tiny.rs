@@ -5,7 +5,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{compare, fixture};
+use common::golden::*;
+use common::{check, fixture};
 use safetensors::SafeTensors;
 use segvol::backend::cpu::CpuBackend;
 use segvol::backend::Backend;
@@ -27,27 +28,6 @@ fn load() -> Option<Fix> {
     })
 }
 
-fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
-    let t = st
-        .tensor(name)
-        .unwrap_or_else(|_| panic!("fixture tensor {name}"));
-    assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
-    t.data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn i64s(st: &SafeTensors, name: &str) -> Vec<i64> {
-    let t = st
-        .tensor(name)
-        .unwrap_or_else(|_| panic!("fixture tensor {name}"));
-    t.data()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
 /// `[C, S]` (channels first) → `[S, C]`.
 fn channels_last(x: &[f32], c: usize) -> Vec<f32> {
     let s = x.len() / c;
@@ -58,15 +38,6 @@ fn channels_last(x: &[f32], c: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-fn check(name: &str, got: &[f32], want: &[f32], max_abs: f64, rel_l2: f64) {
-    let (rel, max) = compare(got, want);
-    println!("{name:32} rel_l2 {rel:.2e}  max_abs {max:.2e}");
-    assert!(
-        max <= max_abs && rel <= rel_l2,
-        "{name}: rel_l2 {rel:.3e} (bound {rel_l2:.0e}), max_abs {max:.3e} (bound {max_abs:.0e})"
-    );
 }
 
 fn model() -> SegVol<CpuBackend> {

@@ -5,7 +5,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{compare, fixture};
+use common::golden::*;
+use common::{check, compare, fixture};
 use safetensors::SafeTensors;
 use segvol::backend::cpu::CpuBackend;
 use segvol::model::SegVol;
@@ -15,44 +16,8 @@ use segvol::pipeline::zoom::{CategoryPrompt, PadMode, Segmenter, ZoomOptions};
 use segvol::weights::synth::synth_checkpoint;
 use segvol::ModelConfig;
 
-fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
-    let t = st
-        .tensor(name)
-        .unwrap_or_else(|_| panic!("fixture tensor {name}"));
-    t.data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn i64s(st: &SafeTensors, name: &str) -> Vec<i64> {
-    let t = st
-        .tensor(name)
-        .unwrap_or_else(|_| panic!("fixture tensor {name}"));
-    t.data()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn u8s(st: &SafeTensors, name: &str) -> Vec<u8> {
-    st.tensor(name)
-        .unwrap_or_else(|_| panic!("fixture tensor {name}"))
-        .data()
-        .to_vec()
-}
-
 fn arr3(v: &[i64]) -> [usize; 3] {
     [v[0] as usize, v[1] as usize, v[2] as usize]
-}
-
-fn check(name: &str, got: &[f32], want: &[f32], max_abs: f64, rel_l2: f64) {
-    let (rel, max) = compare(got, want);
-    println!("{name:32} rel_l2 {rel:.2e}  max_abs {max:.2e}");
-    assert!(
-        max <= max_abs && rel <= rel_l2,
-        "{name}: rel_l2 {rel:.3e} (bound {rel_l2:.0e}), max_abs {max:.3e} (bound {max_abs:.0e})"
-    );
 }
 
 /// Mask mismatches are allowed only where the reference logit is within

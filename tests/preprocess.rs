@@ -5,6 +5,7 @@
 mod common;
 
 use common::fixture;
+use common::golden::*;
 use safetensors::SafeTensors;
 use segvol::backend::cpu::volume::nearest_index;
 use segvol::backend::Interp;
@@ -12,30 +13,6 @@ use segvol::io::nifti::read_ct;
 use segvol::pipeline::preprocess::preprocess;
 use segvol::pipeline::prompts::{Frame, FrameMap, UserBox};
 
-fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-fn i64s(st: &SafeTensors, name: &str) -> Vec<i64> {
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-fn f64s(st: &SafeTensors, name: &str) -> Vec<f64> {
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()

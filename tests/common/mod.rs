@@ -56,3 +56,45 @@ pub fn compare(a: &[f32], b: &[f32]) -> (f64, f64) {
     }
     ((num / den.max(1e-300)).sqrt(), max)
 }
+
+/// Typed reads of golden tensors (little-endian safetensors).
+pub mod golden {
+    use safetensors::SafeTensors;
+
+    fn bytes<'a>(st: &'a SafeTensors, name: &str) -> &'a [u8] {
+        st.tensor(name)
+            .unwrap_or_else(|_| panic!("fixture tensor {name} is missing"))
+            .data()
+    }
+    pub fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
+        bytes(st, name)
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+    pub fn f64s(st: &SafeTensors, name: &str) -> Vec<f64> {
+        bytes(st, name)
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+    pub fn i64s(st: &SafeTensors, name: &str) -> Vec<i64> {
+        bytes(st, name)
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+    pub fn u8s(st: &SafeTensors, name: &str) -> Vec<u8> {
+        bytes(st, name).to_vec()
+    }
+}
+
+/// Prints and asserts the fixture bounds: max |a − b| and relative L2.
+pub fn check(name: &str, got: &[f32], want: &[f32], max_abs: f64, rel_l2: f64) {
+    let (rel, max) = compare(got, want);
+    println!("{name:32} rel_l2 {rel:.2e}  max_abs {max:.2e}");
+    assert!(
+        max <= max_abs && rel <= rel_l2,
+        "{name}: rel_l2 {rel:.3e} (bound {rel_l2:.0e}), max_abs {max:.3e} (bound {max_abs:.0e})"
+    );
+}
