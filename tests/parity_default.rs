@@ -183,10 +183,12 @@ fn parity_default_realct() {
             (sum - want_sum).abs() <= 2e-5 * rms * logits.len() as f64,
             "logit sum {sum} vs {want_sum}"
         );
-        // A sign flip needs |logit| < 1e-4; a handful at most.
+        // A sign flip needs a logit within 1e-4 of zero: the count may move
+        // by at most the number of such voxels (a handful of 2 M).
+        let near = logits.iter().filter(|v| v.abs() < 1e-4).count() as i64;
         assert!(
-            (npos - want_npos).abs() <= 3,
-            "positive voxels {npos} vs {want_npos}"
+            (npos - want_npos).abs() <= near.min(10),
+            "positive voxels {npos} vs {want_npos} with {near} logits near zero"
         );
     }
 }
