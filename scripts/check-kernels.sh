@@ -24,7 +24,7 @@ fail=0
 note() { printf '%s\n' "$*"; }
 
 # ---- toolchain ---------------------------------------------------------------
-find_tool() { find "$VENV" -path "*/nvidia/cu13/bin/$1" -type f 2>/dev/null | head -n1; }
+find_tool() { { find "$VENV" -path "*/nvidia/cu13/bin/$1" -type f 2>/dev/null || true; } | head -n1; }
 NVCC_BIN="$(find_tool nvcc)"
 if [[ -z "$NVCC_BIN" || ! -x "$NVCC_BIN" ]] || ! "$NVCC_BIN" --version 2>/dev/null | grep -q "release 13.0"; then
     note "== installing the pinned CUDA 13.0 toolchain into $VENV"
