@@ -1,3 +1,4 @@
+#![cfg(feature = "cuda")]
 //! CudaBackend against CpuBackend, op by op, in both precisions, on fresh
 //! random inputs (the seed is printed; SEGVOL_TEST_SEED repeats a run).
 //! Outputs are poisoned with NaN before every op, so an element an op fails

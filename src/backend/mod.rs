@@ -15,7 +15,9 @@
 //!   `*_inplace` ones.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod device;
 
 use crate::error::Result;
 use crate::weights::WeightView;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use segvol::backend::cpu::CpuBackend;
-use segvol::backend::cuda::{cuda_unavailable_reason, CudaBackend, Device, Precision};
+#[cfg(feature = "cuda")]
+use segvol::backend::cuda::{CudaBackend, Precision};
+use segvol::backend::device::{cuda_unavailable_reason, Device};
 use segvol::backend::Backend;
 use segvol::error::{Error, Result};
 use segvol::model::{ClipTokenizer, SegVol, TextEmbedder};
@@ -114,6 +116,7 @@ pub fn dispatch<T: BackendTask>(engine: &EngineArgs, task: T) -> Result<T::Outpu
     };
     let requested = Device::parse(&engine.device)?;
     match requested.resolve()? {
+        #[cfg(feature = "cuda")]
         Device::Cuda(n) => {
             let precision = Precision::parse(engine.precision.as_deref().unwrap_or("bf16"))?;
             match CudaBackend::new(n, precision) {

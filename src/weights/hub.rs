@@ -51,12 +51,24 @@ pub fn official_weights(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     if let Some(s) = cached_snapshot(&cache) {
         return Ok(s);
     }
+    download(&cache, progress)
+}
+
+#[cfg(not(feature = "hub"))]
+fn download(_cache: &Path, _progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    Err(Error::Invalid(format!(
+        "{REPO} is not in the Hugging Face cache and this build cannot download it (cargo feature `hub` is off); pass --weights PATH"
+    )))
+}
+
+#[cfg(feature = "hub")]
+fn download(cache: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     progress(&format!(
         "downloading {REPO} ({WEIGHTS_FILE}, 724 MB) into {}",
         cache.display()
     ));
     let api = hf_hub::api::sync::ApiBuilder::new()
-        .with_cache_dir(cache.clone())
+        .with_cache_dir(cache.to_path_buf())
         .with_progress(true)
         .build()
         .map_err(|e| {

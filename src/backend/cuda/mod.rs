@@ -48,7 +48,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, CudaStream, DevicePtr, LaunchConfig};
 
-pub use device::{cuda_available, cuda_device_count, cuda_unavailable_reason, Device};
+pub use crate::backend::device::{
+    cuda_available, cuda_device_count, cuda_unavailable_reason, Device,
+};
 pub use tensor::{CudaTensor, DType};
 
 use crate::backend::{Activation, AttnOperand, AttnSpec, Backend, Interp};
@@ -155,7 +157,7 @@ impl CudaBackend {
     ) -> Result<Self> {
         let count = cuda_device_count()?;
         if ordinal >= count {
-            return Err(device::no_such_device(ordinal, count));
+            return Err(crate::backend::device::no_such_device(ordinal, count));
         }
         device::blas_present()?;
         device::guard("CUDA setup", || Self::init(ordinal, precision, options))
