@@ -167,7 +167,7 @@ impl BackendTask for Task {
             "encoder forward (batch 1)".into(),
             enc.0,
             enc.1,
-            format!("{:.1} TFLOP/s", flops / enc.0 * 1e3 / 1e12),
+            format!("{:.0} GFLOP/s", flops / enc.0 * 1e3 / 1e9),
         ));
         let wb = a.engine.window_batch.max(1);
         if wb > 1 {

@@ -32,6 +32,9 @@ pub struct Prompt {
     pub text: Option<TextEmbedding>,
 }
 
+/// Prompts decoded together at most (see `decode_lowres`).
+pub const MAX_DECODE_BATCH: usize = 4;
+
 pub struct SegVol<B: Backend> {
     backend: B,
     cfg: ModelConfig,
@@ -208,7 +211,12 @@ impl<B: Backend> SegVol<B> {
             return Err(Error::prompt("(none)", "no prompts to decode"));
         }
         let mut slots: Vec<Option<B::Tensor>> = (0..prompts.len()).map(|_| None).collect();
-        for (_, idx) in &groups {
+        // A decoder batch holds K copies of the upscaled feature (50 MB each
+        // in f32 at the default size): cap K to bound memory.
+        for idx in groups
+            .iter()
+            .flat_map(|(_, idx)| idx.chunks(MAX_DECODE_BATCH))
+        {
             let ps: Vec<&Prompt> = idx.iter().map(|&i| &prompts[i]).collect();
             let out = self.decode_group(emb, item, &ps)?;
             if let [i] = idx[..] {
