@@ -18,6 +18,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;
+pub mod shapes;
 
 use crate::error::Result;
 use crate::weights::WeightView;

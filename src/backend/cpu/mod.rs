@@ -18,6 +18,7 @@ use rayon::prelude::*;
 
 pub use tensor::CpuTensor;
 
+use crate::backend::shapes::{self, check, numel};
 use crate::backend::{Activation, AttnOperand, AttnSpec, Backend, Interp};
 use crate::error::{Error, Result};
 use crate::weights::WeightView;
@@ -57,18 +58,6 @@ impl CpuBackend {
             Some(p) => p.install(f),
             None => f(),
         }
-    }
-}
-
-fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
-}
-
-fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
-    if cond {
-        Ok(())
-    } else {
-        Err(Error::Shape(msg()))
     }
 }
 
@@ -176,28 +165,13 @@ impl Backend for CpuBackend {
         act: Activation,
         residual: Option<&CpuTensor>,
     ) -> Result<CpuTensor> {
-        let (xs, ws) = (x.shape(), w.shape());
-        check(
-            ws.len() == 2 && !xs.is_empty() && xs[xs.len() - 1] == ws[1],
-            || format!("linear {xs:?} · {ws:?}ᵀ"),
+        let (m, k, n, shape) = shapes::linear(
+            x.shape(),
+            w.shape(),
+            b.map(|b| b.shape()),
+            act,
+            residual.map(|r| r.shape()),
         )?;
-        let (n, k) = (ws[0], ws[1]);
-        let m = x.len() / k;
-        let mut shape = xs.to_vec();
-        *shape.last_mut().unwrap() = n;
-        if let Some(b) = b {
-            check(b.len() == n, || {
-                format!("linear bias {:?} for {n} outputs", b.shape())
-            })?;
-        }
-        if let Some(r) = residual {
-            check(r.shape() == shape.as_slice(), || {
-                format!("linear residual {:?} for {shape:?}", r.shape())
-            })?;
-            check(act == Activation::None, || {
-                "linear: residual with an activation".into()
-            })?;
-        }
         let bias = b.map(|b| b.data());
         let out = self.run(|| {
             // Fully written: by the product (beta = 0) or by `init`.
@@ -246,12 +220,7 @@ impl Backend for CpuBackend {
     }
 
     fn bmm_nt(&self, x: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {
-        let (xs, ws) = (x.shape(), w.shape());
-        check(
-            xs.len() == 3 && ws.len() == 3 && xs[0] == ws[0] && xs[2] == ws[2],
-            || format!("bmm {xs:?} · {ws:?}ᵀ"),
-        )?;
-        let (bn, m, k, n) = (xs[0], xs[1], xs[2], ws[1]);
+        let (bn, m, k, n) = shapes::bmm_nt(x.shape(), w.shape())?;
         let out = self.run(|| {
             let mut out = tensor::scratch(bn * m * n);
             for (bi, o) in out.chunks_mut(m * n).enumerate() {
@@ -369,29 +338,22 @@ impl Backend for CpuBackend {
         fn op<'t>(
             o: &AttnOperand<'t, CpuTensor>,
             len: usize,
-            width: usize,
             s: &AttnSpec,
             what: &str,
         ) -> Result<attention::Operand<'t>> {
-            let sh = o.t.shape();
-            check(
-                sh.len() == 3 && sh[0] == s.batch && sh[1] == len && o.col + width <= sh[2],
-                || format!("attention {what} {sh:?} (col {}) for {s:?}", o.col),
-            )?;
+            let ld = shapes::attention_operand(o.t.shape(), o.col, len, s, what)?;
             Ok(attention::Operand {
                 data: o.t.data(),
-                ld: sh[2],
+                ld,
                 col: o.col,
             })
         }
         let (qo, ko, vo) = (
-            op(&q, s.q_len, width, s, "q")?,
-            op(&k, s.kv_len, width, s, "k")?,
-            op(&v, s.kv_len, width, s, "v")?,
+            op(&q, s.q_len, s, "q")?,
+            op(&k, s.kv_len, s, "k")?,
+            op(&v, s.kv_len, s, "v")?,
         );
-        check(!s.causal || s.q_len == s.kv_len, || {
-            "causal attention needs q_len == kv_len".into()
-        })?;
+        shapes::attention_spec(s)?;
         let mut out = tensor::scratch(s.batch * s.q_len * width);
         self.run(|| {
             #[cfg(segvol_avx512)]
@@ -418,29 +380,14 @@ impl Backend for CpuBackend {
         pos: &CpuTensor,
         patch: [usize; 3],
     ) -> Result<CpuTensor> {
-        let s = image.shape();
-        check(s.len() == 5 && s[1] == 1, || {
-            format!("patch_embed image {s:?}, expected [B, 1, D, H, W]")
-        })?;
-        let dims = [s[2], s[3], s[4]];
-        check(
-            (0..3).all(|a| patch[a] > 0 && dims[a] % patch[a] == 0),
-            || format!("image {dims:?} not divisible by patch {patch:?}"),
-        )?;
-        let n: usize = (0..3).map(|a| dims[a] / patch[a]).product();
-        let c = b.len();
-        check(w.shape() == [c, numel(&patch)], || {
-            format!("patch weight {:?}", w.shape())
-        })?;
-        check(pos.len() == n * c, || {
-            format!("position embedding {:?} for {n} tokens", pos.shape())
-        })?;
-        let mut out = tensor::scratch(s[0] * n * c);
+        let (batch, dims, n, c) =
+            shapes::patch_embed(image.shape(), w.shape(), b.len(), pos.len(), patch)?;
+        let mut out = tensor::scratch(batch * n * c);
         self.run(|| {
             volume::patch_embed(
                 image.data(),
                 dims,
-                s[0],
+                batch,
                 w.data(),
                 b.data(),
                 pos.data(),
@@ -448,7 +395,7 @@ impl Backend for CpuBackend {
                 &mut out,
             )
         });
-        CpuTensor::from_vec(out, &[s[0], n, c])
+        CpuTensor::from_vec(out, &[batch, n, c])
     }
 
     fn conv_transpose_k2s2(
@@ -459,41 +406,29 @@ impl Backend for CpuBackend {
         b: &CpuTensor,
         act: Activation,
     ) -> Result<CpuTensor> {
-        let s = x.shape();
-        let ws = w.shape();
-        check(s.len() == 3 && s[1] == numel(&grid), || {
-            format!("conv_transpose input {s:?} over grid {grid:?}")
-        })?;
-        check(
-            ws.len() == 5 && ws[0] == s[2] && ws[2..] == [2, 2, 2] && b.len() == ws[1],
-            || format!("conv_transpose weight {ws:?}"),
-        )?;
-        let cout = ws[1];
-        let mut out = tensor::scratch(s[0] * 8 * s[1] * cout);
+        let (batch, voxels, cin, cout) =
+            shapes::conv_transpose(x.shape(), grid, w.shape(), b.len())?;
+        let mut out = tensor::scratch(batch * 8 * voxels * cout);
         self.run(|| {
             volume::conv_transpose_k2s2(
                 x.data(),
-                s[0],
+                batch,
                 grid,
-                s[2],
+                cin,
                 w.data(),
                 b.data(),
                 act,
                 &mut out,
             )
         });
-        CpuTensor::from_vec(out, &[s[0], 8 * s[1], cout])
+        CpuTensor::from_vec(out, &[batch, 8 * voxels, cout])
     }
 
     fn resize(&self, x: &CpuTensor, out: [usize; 3], mode: Interp) -> Result<CpuTensor> {
         let s = x.shape();
-        check(
-            s.len() == 5 && s[2..].iter().all(|&d| d > 0) && out.iter().all(|&d| d > 0),
-            || format!("resize {s:?} to {out:?}"),
-        )?;
-        let planes = s[0] * s[1];
+        let (planes, inp) = shapes::resize(s, out)?;
         let mut o = tensor::scratch(planes * numel(&out));
-        self.run(|| volume::resize(x.data(), planes, [s[2], s[3], s[4]], out, mode, &mut o));
+        self.run(|| volume::resize(x.data(), planes, inp, out, mode, &mut o));
         CpuTensor::from_vec(o, &[s[0], s[1], out[0], out[1], out[2]])
     }
 }

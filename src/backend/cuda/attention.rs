@@ -5,6 +5,7 @@
 use cudarc::driver::LaunchConfig;
 
 use super::{check, launch, CudaBackend, CudaTensor, DType};
+use crate::backend::shapes;
 use crate::backend::{AttnOperand, AttnSpec};
 use crate::error::{Error, Result};
 
@@ -34,15 +35,11 @@ impl CudaBackend {
     ) -> Result<CudaTensor> {
         let width = s.heads * s.head_dim;
         let op = |o: &AttnOperand<'_, CudaTensor>, len: usize, what: &str| -> Result<Op> {
-            let sh = &o.t.shape;
-            check(
-                sh.len() == 3 && sh[0] == s.batch && sh[1] == len && o.col + width <= sh[2],
-                || format!("attention {what} {sh:?} (col {}) for {s:?}", o.col),
-            )?;
+            let ld = shapes::attention_operand(&o.t.shape, o.col, len, s, what)?;
             self.check_dtype(o.t, &format!("attention {what}"))?;
             Ok(Op {
                 ptr: o.t.ptr,
-                ld: sh[2],
+                ld,
                 col: o.col,
             })
         };
@@ -51,12 +48,7 @@ impl CudaBackend {
             op(&k, s.kv_len, "k")?,
             op(&v, s.kv_len, "v")?,
         );
-        check(!s.causal || s.q_len == s.kv_len, || {
-            "causal attention needs q_len == kv_len".into()
-        })?;
-        check(s.kv_len > 0 || s.q_len == 0, || {
-            format!("attention over zero keys: {s:?}")
-        })?;
+        shapes::attention_spec(s)?;
         check(s.heads <= 65535 && s.batch <= 65535, || {
             format!("attention grid too large: {s:?}")
         })?;

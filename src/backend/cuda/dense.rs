@@ -6,6 +6,7 @@ use cudarc::driver::{DevicePtr, LaunchConfig};
 use super::gemm::{Gemm, LtEpilogue};
 use super::kernels::act_code;
 use super::{check, launch, numel, CudaBackend, CudaTensor, DType};
+use crate::backend::shapes;
 use crate::backend::Activation;
 use crate::error::Result;
 
@@ -18,28 +19,17 @@ impl CudaBackend {
         act: Activation,
         residual: Option<&CudaTensor>,
     ) -> Result<CudaTensor> {
-        let (xs, ws) = (&x.shape, &w.shape);
-        check(
-            ws.len() == 2 && !xs.is_empty() && xs[xs.len() - 1] == ws[1],
-            || format!("linear {xs:?} · {ws:?}ᵀ"),
+        let (m, k, n, shape) = shapes::linear(
+            &x.shape,
+            &w.shape,
+            b.map(|b| b.shape.as_slice()),
+            act,
+            residual.map(|r| r.shape.as_slice()),
         )?;
-        let (n, k) = (ws[0], ws[1]);
-        let m = numel(&xs[..xs.len() - 1]);
-        let mut shape = xs.clone();
-        *shape.last_mut().unwrap() = n;
         if let Some(b) = b {
-            check(b.numel() == n, || {
-                format!("linear bias {:?} for {n} outputs", b.shape)
-            })?;
             self.check_dtype(b, "linear bias")?;
         }
         if let Some(r) = residual {
-            check(r.shape == shape, || {
-                format!("linear residual {:?} for {shape:?}", r.shape)
-            })?;
-            check(act == Activation::None, || {
-                "linear: residual with an activation".into()
-            })?;
             self.check_dtype(r, "linear residual")?;
         }
         self.check_dtype(x, "linear input")?;
@@ -125,15 +115,10 @@ impl CudaBackend {
     }
 
     pub(super) fn bmm_nt_impl(&self, x: &CudaTensor, w: &CudaTensor) -> Result<CudaTensor> {
-        let (xs, ws) = (&x.shape, &w.shape);
-        check(
-            xs.len() == 3 && ws.len() == 3 && xs[0] == ws[0] && xs[2] == ws[2],
-            || format!("bmm {xs:?} · {ws:?}ᵀ"),
-        )?;
+        let (bn, m, k, n) = shapes::bmm_nt(&x.shape, &w.shape)?;
         self.check_dtype(x, "bmm_nt input")?;
         self.check_dtype(w, "bmm_nt weight")?;
         self.bind()?;
-        let (bn, m, k, n) = (xs[0], xs[1], xs[2], ws[1]);
         let out = self.alloc(&[bn, m, n])?;
         if bn == 0 || m == 0 || n == 0 {
             return Ok(out);

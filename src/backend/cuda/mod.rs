@@ -351,17 +351,7 @@ fn keep_pool_memory(ctx: &Arc<CudaContext>) -> Result<()> {
     }
 }
 
-fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
-}
-
-fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
-    if cond {
-        Ok(())
-    } else {
-        Err(Error::Shape(msg()))
-    }
-}
+use crate::backend::shapes::{check, numel};
 
 impl Backend for CudaBackend {
     type Tensor = CudaTensor;

@@ -7,6 +7,7 @@ use super::gemm::Gemm;
 use super::kernels::act_code;
 use super::{check, launch, numel, CudaBackend, CudaTensor};
 use crate::backend::cpu::volume::{linear_taps, nearest_index};
+use crate::backend::shapes;
 use crate::backend::{Activation, Interp};
 use crate::error::{Error, Result};
 
@@ -23,22 +24,9 @@ impl CudaBackend {
         pos: &CudaTensor,
         patch: [usize; 3],
     ) -> Result<CudaTensor> {
-        let s = &image.shape;
-        check(s.len() == 5 && s[1] == 1, || {
-            format!("patch_embed image {s:?}, expected [B, 1, D, H, W]")
-        })?;
-        let dims = [s[2], s[3], s[4]];
-        check(
-            (0..3).all(|a| patch[a] > 0 && dims[a] % patch[a] == 0),
-            || format!("image {dims:?} not divisible by patch {patch:?}"),
-        )?;
-        let n: usize = (0..3).map(|a| dims[a] / patch[a]).product();
-        let c = b.numel();
+        let (batch, dims, n, c) =
+            shapes::patch_embed(&image.shape, &w.shape, b.numel(), pos.numel(), patch)?;
         let p = numel(&patch);
-        check(w.shape == [c, p], || format!("patch weight {:?}", w.shape))?;
-        check(pos.numel() == n * c, || {
-            format!("position embedding {:?} for {n} tokens", pos.shape)
-        })?;
         for (t, what) in [
             (image, "patch_embed image"),
             (w, "patch_embed weight"),
@@ -48,7 +36,6 @@ impl CudaBackend {
             self.check_dtype(t, what)?;
         }
         self.bind()?;
-        let batch = s[0];
         let out = self.alloc(&[batch, n, c])?;
         if out.numel() == 0 {
             return Ok(out);
@@ -99,19 +86,10 @@ impl CudaBackend {
         b: &CudaTensor,
         act: Activation,
     ) -> Result<CudaTensor> {
-        let s = &x.shape;
-        let ws = &w.shape;
-        check(s.len() == 3 && s[1] == numel(&grid), || {
-            format!("conv_transpose input {s:?} over grid {grid:?}")
-        })?;
-        check(
-            ws.len() == 5 && ws[0] == s[2] && ws[2..] == [2, 2, 2] && b.numel() == ws[1],
-            || format!("conv_transpose weight {ws:?}"),
-        )?;
+        let (batch, vox, cin, cout) = shapes::conv_transpose(&x.shape, grid, &w.shape, b.numel())?;
         self.check_dtype(x, "conv_transpose input")?;
         self.check_dtype(w, "conv_transpose weight")?;
         self.check_dtype(b, "conv_transpose bias")?;
-        let (batch, vox, cin, cout) = (s[0], s[1], s[2], ws[1]);
         // The scatter kernel holds one voxel's 8·Cout values (stride 9 per
         // channel) in shared memory.
         let smem = cout * 9 * 4;
@@ -185,13 +163,9 @@ impl CudaBackend {
         mode: Interp,
     ) -> Result<CudaTensor> {
         let s = &x.shape;
-        check(
-            s.len() == 5 && s[2..].iter().all(|&d| d > 0) && out_dims.iter().all(|&d| d > 0),
-            || format!("resize {s:?} to {out_dims:?}"),
-        )?;
+        let (_, inp) = shapes::resize(s, out_dims)?;
         self.check_dtype(x, "resize input")?;
         self.bind()?;
-        let inp = [s[2], s[3], s[4]];
         let out = self.alloc(&[s[0], s[1], out_dims[0], out_dims[1], out_dims[2]])?;
         if out.numel() == 0 {
             return Ok(out);
