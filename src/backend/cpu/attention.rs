@@ -3,6 +3,7 @@
 //! softmax, so no q_len × kv_len matrix is ever held (the ViT's would be
 //! 16 MB per head). Scores and value products go through sgemm.
 
+use super::SendPtr;
 use rayon::prelude::*;
 
 use super::gemm::{sgemm_serial, MatRef};
@@ -65,7 +66,7 @@ pub fn attention_tiled(
     let (qbs, kbs) = (tiling.q_block, tiling.k_block);
     let q_blocks = s.q_len.div_ceil(qbs);
     let tasks = s.batch * s.heads * q_blocks;
-    let out_ptr = OutPtr(out.as_mut_ptr());
+    let out_ptr = SendPtr(out.as_mut_ptr());
 
     (0..tasks)
         .into_par_iter()
@@ -159,16 +160,6 @@ pub fn attention_tiled(
                 }
             }
         });
-}
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 // sets for compilers from Rust 1.89 on, where these intrinsics are stable.
 #![allow(clippy::incompatible_msrv)]
 
+use super::SendPtr;
 use std::arch::x86_64::*;
 
 use rayon::prelude::*;
@@ -87,7 +88,7 @@ pub fn attention(
     let qrows = tiling.panels * PANEL;
     let q_blocks = s.q_len.div_ceil(qrows);
     let tasks = s.batch * s.heads * q_blocks;
-    let out_ptr = OutPtr(out.as_mut_ptr());
+    let out_ptr = SendPtr(out.as_mut_ptr());
 
     (0..tasks)
         .into_par_iter()
@@ -142,7 +143,7 @@ unsafe fn run_task(
     tiling: FusedTiling,
     task: &Task,
     sc: &mut Scratch,
-    out: OutPtr,
+    out: SendPtr,
 ) {
     let dh = s.head_dim;
     let width = s.heads * dh;
@@ -369,15 +370,5 @@ unsafe fn value_tile_n<const N: usize>(
             let ptr = ot.add(c * PANEL + 16 * h);
             _mm512_storeu_ps(ptr, _mm512_add_ps(_mm512_loadu_ps(ptr), *ah));
         }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }

@@ -3,6 +3,7 @@
 //! products). One pool does all the CPU parallelism, so kernels called from
 //! inside rayon tasks never oversubscribe the cores.
 
+use super::SendPtr;
 use rayon::prelude::*;
 
 /// A strided read-only matrix operand.
@@ -202,16 +203,6 @@ pub fn sgemm_fused(
     }
     if let Some(f) = post {
         f(0, c);
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

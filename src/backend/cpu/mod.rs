@@ -24,6 +24,19 @@ use crate::error::{Error, Result};
 use crate::weights::WeightView;
 use gemm::MatRef;
 
+/// A raw output pointer shared by parallel tasks that each write a disjoint
+/// part of the buffer (the callers' SAFETY comments say which part).
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: only used for disjoint writes coordinated by the caller.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct CpuBackend {
     pool: Option<Arc<rayon::ThreadPool>>,

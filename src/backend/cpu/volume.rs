@@ -1,5 +1,6 @@
 //! Volume ops: patch embedding, transposed convolution, resizes.
 
+use super::SendPtr;
 use rayon::prelude::*;
 
 use super::gemm::{sgemm, sgemm_serial, MatRef};
@@ -137,16 +138,6 @@ pub fn conv_transpose_k2s2(
             }
         });
     recycle(wk);
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// Source index of output `dst` along one axis for the nearest modes,
