@@ -8,7 +8,7 @@ use std::sync::Arc;
 use segvol::backend::cpu::CpuBackend;
 use segvol::model::{ClipTokenizer, SegVol, TextEmbedder};
 use segvol::pipeline::is_foreground;
-use segvol::pipeline::preprocess::preprocess;
+use segvol::pipeline::preprocess::preprocess_ct;
 use segvol::pipeline::zoom::{CategoryPrompt, Segmenter, ZoomOptions};
 use segvol::weights::{check, Checkpoint};
 
@@ -24,11 +24,7 @@ fn main() -> segvol::Result<()> {
     let mut texts = TextEmbedder::new(ClipTokenizer::builtin()?);
 
     let ct = segvol::io::nifti::read_ct(args[2].as_ref())?;
-    let pre = preprocess(
-        &ct.data,
-        [ct.dims[2], ct.dims[1], ct.dims[0]],
-        model.config().spatial_size,
-    )?;
+    let pre = preprocess_ct(&ct, model.config().spatial_size)?;
     let cat = CategoryPrompt {
         text: Some(texts.embed(&model, &args[3])?),
         ..Default::default()

@@ -11,7 +11,7 @@ use segvol::backend::Backend;
 use segvol::error::{Error, Result};
 use segvol::io::nifti::read_ct;
 use segvol::model::{ClipTokenizer, GeomPrompt, Prompt, SegVol, TextEmbedder};
-use segvol::pipeline::preprocess::{preprocess, Preprocessed};
+use segvol::pipeline::preprocess::{preprocess, preprocess_ct, Preprocessed};
 use segvol::pipeline::zoom::{CategoryPrompt, Segmenter, ZoomOptions};
 use segvol::weights::synth::synth_checkpoint;
 use segvol::ModelConfig;
@@ -128,11 +128,7 @@ impl BackendTask for Task {
             Some(p) => {
                 let ct = read_ct(p)?;
                 (
-                    preprocess(
-                        &ct.data,
-                        [ct.dims[2], ct.dims[1], ct.dims[0]],
-                        cfg.spatial_size,
-                    )?,
+                    preprocess_ct(&ct, cfg.spatial_size)?,
                     p.display().to_string(),
                 )
             }

@@ -11,7 +11,7 @@ use segvol::io::write::{check_output_path, write_label_map};
 use segvol::pipeline::is_foreground;
 use segvol::pipeline::memory::{check, MemoryLimit};
 use segvol::pipeline::output::{dice, label_map, Placement};
-use segvol::pipeline::preprocess::preprocess;
+use segvol::pipeline::preprocess::preprocess_ct;
 use segvol::pipeline::sampling::{select_points, Rng};
 use segvol::pipeline::windows::{mask_bbox, EMPTY_BOX};
 use segvol::pipeline::zoom::{CategoryPrompt, Segmenter};
@@ -113,9 +113,7 @@ impl BackendTask for Task<'_> {
         }
         progress.step("preprocessing");
         let dims = [ct.dims[2], ct.dims[1], ct.dims[0]];
-        // Name the file: "no foreground" means little in a batch log.
-        let pre = preprocess(&ct.data, dims, cfg.spatial_size)
-            .map_err(|e| segvol::Error::nifti(&args.ct, e.to_string()))?;
+        let pre = preprocess_ct(&ct, cfg.spatial_size)?;
         // Only the CT's header and geometry are needed from here on.
         ct.data = Vec::new();
         work.cropped = Some(pre.cropped_dims());

@@ -8,7 +8,7 @@ use segvol::io::nifti::{probe_ct, read_ct, HeaderInfo};
 use segvol::io::write::{check_output_path, write_label_map, write_probabilities};
 use segvol::pipeline::memory::{check, MemoryLimit};
 use segvol::pipeline::output::{label_counts, label_map, probability_map, Placement};
-use segvol::pipeline::preprocess::preprocess;
+use segvol::pipeline::preprocess::preprocess_ct;
 use segvol::pipeline::request::Request;
 use segvol::pipeline::zoom::Segmenter;
 
@@ -89,17 +89,9 @@ impl BackendTask for Task<'_> {
         let est = check(&cfg, &work, limit)?;
         progress.note(&memory_note(&est, limit));
         let mut ct = read_ct(&args.ct)?;
-        if ct.non_finite > 0 {
-            return Err(segvol::Error::nifti(
-                &args.ct,
-                format!("{} voxels are NaN or infinite", ct.non_finite),
-            ));
-        }
         progress.step("preprocessing");
         let dims = [ct.dims[2], ct.dims[1], ct.dims[0]];
-        // Name the file: "no foreground" means little in a batch log.
-        let mut pre = preprocess(&ct.data, dims, cfg.spatial_size)
-            .map_err(|e| segvol::Error::nifti(&args.ct, e.to_string()))?;
+        let mut pre = preprocess_ct(&ct, cfg.spatial_size)?;
         // The intensities are not needed past this point; only the header
         // and geometry are, for the outputs.
         ct.data = Vec::new();

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use crate::backend::cpu::volume::resize;
 use crate::backend::Interp;
 use crate::error::{Error, Result};
+use crate::io::nifti::CtVolume;
 
 /// Intensity statistics of the foreground normalisation.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -166,6 +167,20 @@ pub fn foreground_box(data: &[f32], dims: [usize; 3], lo: f64) -> Option<([usize
         }
     }
     (start[0] != usize::MAX).then_some((start, end))
+}
+
+/// [`preprocess`] on a CT read from a NIfTI file: refuses NaN/Inf voxels
+/// and names the file in any error ("no foreground" means little in a batch
+/// log otherwise).
+pub fn preprocess_ct(ct: &CtVolume, spatial_size: [usize; 3]) -> Result<Preprocessed> {
+    if ct.non_finite > 0 {
+        return Err(Error::nifti(
+            &ct.path,
+            format!("{} voxels are NaN or infinite", ct.non_finite),
+        ));
+    }
+    let dims = [ct.dims[2], ct.dims[1], ct.dims[0]];
+    preprocess(&ct.data, dims, spatial_size).map_err(|e| Error::nifti(&ct.path, e.to_string()))
 }
 
 /// Runs the whole preprocessing on a (D, H, W) volume (a NIfTI array in
