@@ -2,8 +2,11 @@
 //! mapping, the global pass, the ROI, sliding windows and paste-back.
 
 pub mod memory;
+pub mod output;
 pub mod preprocess;
 pub mod prompt_maps;
+pub mod prompts;
+pub mod request;
 pub mod sampling;
 pub mod windows;
 pub mod zoom;
@@ -28,6 +31,3 @@ mod tests {
         assert!(super::is_foreground(100.0));
     }
 }
-pub mod output;
-pub mod prompts;
-pub mod request;
