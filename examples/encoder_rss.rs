@@ -75,7 +75,6 @@ fn main() -> segvol::Result<()> {
     let [d, h, w] = cfg.spatial_size;
     let image: Vec<f32> = (0..d * h * w).map(|i| ((i % 251) as f32) / 250.0).collect();
     let image = cpu.upload(&image, &[1, 1, d, h, w])?;
-    drop(cfg);
 
     let before = status_mib("VmRSS:").unwrap_or(f64::NAN);
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();

@@ -933,7 +933,7 @@ fn malformed_inputs_fail_cleanly() {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(c) = cases.get(i) else { break };
-                if let Err(e) = run_case(&s, i, c) {
+                if let Err(e) = run_case(s, i, c) {
                     failures.lock().unwrap().push(format!("{}: {e}", c.name));
                 }
             });
@@ -1007,7 +1007,7 @@ fn odd_but_valid_volumes_segment_and_failures_keep_old_outputs() {
         std::fs::write(&ct, bytes).unwrap();
         let out = dir.join(format!("seg-{name}"));
         let out = out.with_extension(if name.ends_with(".gz") { "gz" } else { "nii" });
-        let r = segment(&s, &ct, &out, extra);
+        let r = segment(s, &ct, &out, extra);
         let stderr = String::from_utf8_lossy(&r.stderr);
         assert!(r.status.success(), "{name}: {stderr}");
         let seg = segvol::io::read_ct(&out).unwrap();
@@ -1022,7 +1022,7 @@ fn odd_but_valid_volumes_segment_and_failures_keep_old_outputs() {
     std::fs::write(&out, b"an earlier result").unwrap();
     let bad = dir.join("bad.nii");
     std::fs::write(&bad, &good_bytes()[..2000]).unwrap();
-    let r = segment(&s, &bad, &out, &["--text", "liver"]);
+    let r = segment(s, &bad, &out, &["--text", "liver"]);
     assert_eq!(r.status.code(), Some(1));
     assert_eq!(std::fs::read(&out).unwrap(), b"an earlier result");
     let temps: Vec<_> = std::fs::read_dir(&dir)

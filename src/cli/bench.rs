@@ -261,10 +261,7 @@ impl BackendTask for Task {
         println!(
             "weights {weights_desc}; volume {volume_desc}; {iters} iterations after {warm} warm-up"
         );
-        println!(
-            "{:36} {:>10} {:>10}  {}",
-            "stage", "median ms", "p90 ms", "note"
-        );
+        println!("{:36} {:>10} {:>10}  note", "stage", "median ms", "p90 ms");
         for (name, med, p90, note) in &rows {
             println!("{name:36} {med:>10.2} {p90:>10.2}  {note}");
         }

@@ -62,7 +62,6 @@ impl<B: Backend> SegVol<B> {
         let c = cfg.hidden_size;
         let dense_pe = backend.upload(&prompt_encoder.dense_pe(), &[cfg.num_tokens(), c])?;
         let no_mask = backend.upload(prompt_encoder.no_mask_embed(), &[c])?;
-        drop(ld);
         Ok(SegVol {
             backend,
             cfg,

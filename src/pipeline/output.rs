@@ -136,7 +136,7 @@ mod tests {
         assert_eq!(lm.iter().filter(|&&v| v != 0).count(), 4);
         assert_eq!(label_counts(&lm, 2), vec![2, 2]);
         let pm = probability_map(&p, &a).unwrap();
-        assert!((pm[(1 * 3 + 1) * 4 + 1] - 0.731_058_6).abs() < 1e-6);
+        assert!((pm[(3 + 1) * 4 + 1] - 0.731_058_6).abs() < 1e-6); // (1, 1, 1)
         assert_eq!(pm[0], 0.0);
         assert!(label_map(&p, &[&a[..3]]).is_err());
     }

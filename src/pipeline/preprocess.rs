@@ -50,7 +50,11 @@ impl Preprocessed {
 /// (floor index, fraction), in f64 as numpy computes it.
 fn virtual_index(n: usize, q_percent: f64) -> (usize, f64) {
     let q = q_percent / 100.0;
-    let vi = (n as f64) * q + (1.0 + q * (1.0 - 1.0 - 1.0)) - 1.0;
+    // numpy's linear method: alpha = beta = 1, kept in numpy's form so the
+    // f64 rounding is numpy's.
+    const ALPHA: f64 = 1.0;
+    const BETA: f64 = 1.0;
+    let vi = (n as f64) * q + (ALPHA + q * (1.0 - ALPHA - BETA)) - 1.0;
     let prev = vi.floor();
     ((prev.max(0.0) as usize).min(n - 1), vi - prev)
 }
@@ -286,7 +290,7 @@ mod tests {
     fn crop_is_tight_and_end_exclusive() {
         let dims = [4, 5, 6];
         let mut v = vec![-1000f32; 120];
-        v[(1 * 5 + 2) * 6 + 3] = 100.0;
+        v[(5 + 2) * 6 + 3] = 100.0; // (d, h, w) = (1, 2, 3)
         v[(2 * 5 + 3) * 6 + 1] = 50.0;
         assert_eq!(foreground_box(&v, dims, 0.0), Some(([1, 2, 1], [3, 4, 4])));
         assert_eq!(foreground_box(&v, dims, 1000.0), None);
