@@ -102,6 +102,11 @@ fi
 row "build" "$build_status" $((SECONDS - t0)) "${#TEST_BINS[@]} GPU test binaries; segvol: ${SEGVOL_BIN:-none}"
 
 # ---- 3. tests -------------------------------------------------------------------------------
+# Fixtures: ../shared does not travel to the device machine; gpu-prebuild.sh
+# copies the ones the GPU tests need into .gpu-bin/shared.
+if [[ -z "${SEGVOL_SHARED:-}" && ! -d ../shared/fixtures && -d .gpu-bin/shared/fixtures ]]; then
+    export SEGVOL_SHARED="$PWD/.gpu-bin/shared"
+fi
 for bin in "${TEST_BINS[@]}"; do
     name="$(basename "$bin")"; name="${name#test-}"; name="${name%%-*}"
     say "tests: $name"

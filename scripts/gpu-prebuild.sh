@@ -35,7 +35,15 @@ while read -r exe; do
     cp "$exe" ".gpu-bin/test-${base%-*}"
 done
 cp target/release/segvol .gpu-bin/segvol
-strip --strip-debug .gpu-bin/* 2>/dev/null || true
+# The fixtures the GPU tests read (tests find them through SEGVOL_SHARED;
+# ../shared does not travel to the device machine). About 22 MB.
+if [[ -d ../shared/fixtures ]]; then
+    for f in default_realct/outputs.safetensors preprocess/example_ct_sm.safetensors data/example_ct_sm.nii.gz; do
+        mkdir -p ".gpu-bin/shared/fixtures/$(dirname "$f")"
+        cp "../shared/fixtures/$f" ".gpu-bin/shared/fixtures/$f"
+    done
+fi
+strip --strip-debug .gpu-bin/segvol .gpu-bin/test-* 2>/dev/null || true
 gen="$(ls -t target/release/build/segvol-*/out/kernels.rs | head -n1)"
 {
     echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
