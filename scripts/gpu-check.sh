@@ -92,8 +92,16 @@ if ((HAVE_CARGO)); then
 fi
 if [[ "$build_status" != ok && -d .gpu-bin ]]; then
     cat .gpu-bin/BUILD_INFO 2>/dev/null
-    for f in .gpu-bin/test-*; do [[ -x "$f" ]] && TEST_BINS+=("$f"); done
-    [[ -x .gpu-bin/segvol ]] && SEGVOL_BIN=".gpu-bin/segvol"
+    # gpu-prebuild.sh gzips the binaries; unpack them outside the tree.
+    BIN_DIR=/tmp/segvol-gpu-bin
+    mkdir -p "$BIN_DIR"
+    for f in .gpu-bin/segvol.gz .gpu-bin/test-*.gz; do
+        [[ -f "$f" ]] || continue
+        b="$BIN_DIR/$(basename "$f" .gz)"
+        gunzip -c "$f" >"$b" && chmod +x "$b"
+    done
+    for f in "$BIN_DIR"/test-*; do [[ -x "$f" ]] && TEST_BINS+=("$f"); done
+    [[ -x "$BIN_DIR/segvol" ]] && SEGVOL_BIN="$BIN_DIR/segvol"
     ((${#TEST_BINS[@]})) && build_status="prebuilt"
 fi
 if [[ "$build_status" == FAIL ]]; then

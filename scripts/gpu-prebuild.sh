@@ -43,7 +43,10 @@ if [[ -d ../shared/fixtures ]]; then
         cp "../shared/fixtures/$f" ".gpu-bin/shared/fixtures/$f"
     done
 fi
-strip --strip-debug .gpu-bin/segvol .gpu-bin/test-* 2>/dev/null || true
+strip -s .gpu-bin/segvol .gpu-bin/test-* 2>/dev/null || true
+# The embedded PTX and kernel sources compress well: gzip keeps the bundle
+# (with the fixtures) under the device tool's 64 MiB.
+gzip -f .gpu-bin/segvol .gpu-bin/test-*
 gen="$(ls -t target/release/build/segvol-*/out/kernels.rs | head -n1)"
 {
     echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
