@@ -12,31 +12,16 @@ use segvol::backend::cpu::simd::{self, Isa};
 use segvol::backend::cpu::{CpuBackend, CpuTensor};
 use segvol::backend::{Activation, AttnOperand, AttnSpec, Backend, Interp};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{ones, rnd, HEADS, MLP, TOKENS, WIDTH};
+
 fn backend() -> CpuBackend {
     let threads = std::env::var("SEGVOL_BENCH_THREADS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
     CpuBackend::with_threads(threads).expect("thread pool")
-}
-
-/// Uniform values in [-scale, scale) from a fixed LCG, so runs are repeatable.
-fn rnd(cpu: &CpuBackend, shape: &[usize], seed: u64, scale: f32) -> CpuTensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let data: Vec<f32> = (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
-        })
-        .collect();
-    cpu.upload(&data, shape).expect("upload")
-}
-
-fn ones(cpu: &CpuBackend, n: usize) -> CpuTensor {
-    cpu.upload(&vec![1.0; n], &[n]).expect("upload")
 }
 
 fn config(c: &mut Criterion) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
@@ -46,11 +31,6 @@ fn config(c: &mut Criterion) -> criterion::BenchmarkGroup<'_, criterion::measure
         .measurement_time(Duration::from_secs(3));
     g
 }
-
-const TOKENS: usize = 2048;
-const WIDTH: usize = 768;
-const MLP: usize = 3072;
-const HEADS: usize = 12;
 
 fn linears(c: &mut Criterion) {
     let cpu = backend();

@@ -11,16 +11,9 @@ use std::time::Instant;
 use segvol::backend::cpu::attention::{attention_tiled, Operand, Tiling};
 use segvol::backend::AttnSpec;
 
-fn cpu_ns() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    dir.filter_map(|e| {
-        let s = std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok()?;
-        s.split_whitespace().next()?.parse::<u64>().ok()
-    })
-    .sum()
-}
+#[path = "../benches/support/mod.rs"]
+mod support;
+use support::cpu_ns;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

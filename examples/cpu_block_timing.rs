@@ -9,31 +9,12 @@
 
 use std::time::Instant;
 
-use segvol::backend::cpu::{CpuBackend, CpuTensor};
+use segvol::backend::cpu::CpuBackend;
 use segvol::backend::{Activation, AttnOperand, AttnSpec, Backend};
 
-const TOKENS: usize = 2048;
-const WIDTH: usize = 768;
-const MLP: usize = 3072;
-const HEADS: usize = 12;
-
-fn rnd(cpu: &CpuBackend, shape: &[usize], seed: u64, scale: f32) -> CpuTensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let data: Vec<f32> = (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
-        })
-        .collect();
-    cpu.upload(&data, shape).expect("upload")
-}
-
-fn ones(cpu: &CpuBackend, n: usize) -> CpuTensor {
-    cpu.upload(&vec![1.0; n], &[n]).expect("upload")
-}
+#[path = "../benches/support/mod.rs"]
+mod support;
+use support::{cpu_ns, ones, rnd, HEADS, MLP, TOKENS, WIDTH};
 
 const STEPS: [&str; 7] = [
     "layer_norm 1",
@@ -44,19 +25,6 @@ const STEPS: [&str; 7] = [
     "fc1+gelu",
     "fc2+residual",
 ];
-
-/// Nanoseconds all threads of this process have run on a CPU
-/// (`/proc/self/task/*/schedstat`); 0 where that is unavailable.
-fn cpu_ns() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    dir.filter_map(|e| {
-        let s = std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok()?;
-        s.split_whitespace().next()?.parse::<u64>().ok()
-    })
-    .sum()
-}
 
 fn main() -> segvol::Result<()> {
     let args: Vec<String> = std::env::args().collect();

@@ -10,30 +10,9 @@ use std::time::Instant;
 use segvol::backend::cpu::{CpuBackend, CpuTensor};
 use segvol::backend::{Activation, Backend, Interp};
 
-fn cpu_ns() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    dir.filter_map(|e| {
-        let s = std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok()?;
-        s.split_whitespace().next()?.parse::<u64>().ok()
-    })
-    .sum()
-}
-
-fn rnd(cpu: &CpuBackend, shape: &[usize], seed: u64, scale: f32) -> CpuTensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let data: Vec<f32> = (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
-        })
-        .collect();
-    cpu.upload(&data, shape).expect("upload")
-}
+#[path = "../benches/support/mod.rs"]
+mod support;
+use support::{cpu_ns, rnd};
 
 fn main() -> segvol::Result<()> {
     let args: Vec<String> = std::env::args().collect();

@@ -26,24 +26,16 @@ use segvol::weights::synth::{synth_checkpoint, synth_tensor};
 use segvol::weights::Checkpoint;
 use segvol::ModelConfig;
 
+#[path = "../benches/support/mod.rs"]
+mod support;
+use support::cpu_ns;
+
 /// A `VmXXX:` line of /proc/self/status, in MiB.
 fn status_mib(key: &str) -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with(key))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
-}
-
-/// Nanoseconds all threads of this process have run on a CPU.
-fn cpu_ns() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    dir.filter_map(|e| {
-        let s = std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok()?;
-        s.split_whitespace().next()?.parse::<u64>().ok()
-    })
-    .sum()
 }
 
 fn main() -> segvol::Result<()> {
