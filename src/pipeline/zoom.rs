@@ -534,11 +534,7 @@ impl<'m, B: Backend> Segmenter<'m, B> {
             let emb = self.model.embed_image_host(&host, missing.len())?;
             let be = self.model.backend();
             for (j, &i) in missing.iter().enumerate() {
-                let one = if missing.len() == 1 {
-                    be.slice_batch(&emb.tokens, 0, 1)?
-                } else {
-                    be.slice_batch(&emb.tokens, j, 1)?
-                };
+                let one = be.slice_batch(&emb.tokens, j, 1)?;
                 let e = Arc::new(ImageEmbedding { tokens: one });
                 self.cache.insert(keys[i], e.clone());
                 got[i] = Some(e);

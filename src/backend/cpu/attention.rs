@@ -7,8 +7,8 @@ use super::SendPtr;
 use rayon::prelude::*;
 
 use super::gemm::{sgemm_serial, MatRef};
-use super::math::exp_f32;
 use super::simd;
+use super::simd::exp_scalar;
 use crate::backend::AttnSpec;
 
 /// Query rows per task and keys per streamed block.
@@ -126,7 +126,7 @@ pub fn attention_tiled(
                     let corr = if m[r] == f32::NEG_INFINITY {
                         0.0
                     } else {
-                        exp_f32(m[r] - m_new)
+                        exp_scalar(m[r] - m_new)
                     };
                     l[r] = l[r] * corr + sum;
                     m[r] = m_new;

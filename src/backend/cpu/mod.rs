@@ -6,7 +6,6 @@ pub mod attention;
 #[cfg(segvol_avx512)]
 pub mod attention_avx512;
 pub mod gemm;
-pub mod math;
 pub mod norm;
 pub mod simd;
 pub mod tensor;

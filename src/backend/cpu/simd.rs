@@ -952,6 +952,20 @@ mod tests {
     }
 
     #[test]
+    fn scalar_exp_is_accurate() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            worst = worst.max(((exp_scalar(x) as f64 - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 3e-7, "relative error {worst}");
+        assert!(exp_scalar(-100.0) < 1e-37);
+        assert_eq!(exp_scalar(0.0), 1.0);
+    }
+
+    #[test]
     fn quick_gelu_matches_f64() {
         let xs = sweep(-60.0, 60.0, 100_001);
         for isa in Isa::available() {
