@@ -89,6 +89,15 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<Self::Tensor>;
     fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    /// The box `start .. start + len` of the last three axes of a tensor
+    /// `[.., D, H, W]` holding one item, as f32 in C order: the pipeline
+    /// fetches only the part of a window's logits that it keeps.
+    fn download_box(
+        &self,
+        t: &Self::Tensor,
+        start: [usize; 3],
+        len: [usize; 3],
+    ) -> Result<Vec<f32>>;
     fn shape<'a>(&self, t: &'a Self::Tensor) -> &'a [usize];
     /// A checkpoint tensor, in the backend's storage and precision. The CPU
     /// backend borrows float32 data straight from the memory map.
@@ -97,6 +106,14 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn reshape(&self, t: Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
     /// Waits for queued work (a no-op on the CPU).
     fn synchronize(&self) -> Result<()>;
+    /// Most device memory held at once by this process's tensors since the
+    /// last [`Backend::reset_memory_peak`], in bytes; `None` where the
+    /// backend has no separate device memory (the CPU: see the process RSS).
+    fn memory_peak(&self) -> Option<usize> {
+        None
+    }
+    /// Starts a new [`Backend::memory_peak`] measurement from what is held now.
+    fn reset_memory_peak(&self) {}
 
     // ---- batch plumbing (first axis) ---------------------------------------
 

@@ -49,6 +49,22 @@ pub fn linear(
     Ok((m, k, n, shape))
 }
 
+/// `download_box`: the volume dims `[D, H, W]` (the leading axes must hold
+/// one item) after checking that the box lies inside them.
+pub fn download_box(xs: &[usize], start: [usize; 3], len: [usize; 3]) -> Result<[usize; 3]> {
+    let ok = xs.len() >= 3
+        && numel(&xs[..xs.len() - 3]) == 1
+        && (0..3).all(|a| {
+            start[a]
+                .checked_add(len[a])
+                .is_some_and(|e| e <= xs[xs.len() - 3 + a])
+        });
+    check(ok, || {
+        format!("download of the box {start:?}+{len:?} of {xs:?}")
+    })?;
+    Ok([xs[xs.len() - 3], xs[xs.len() - 2], xs[xs.len() - 1]])
+}
+
 /// `bmm_nt`: (batch, m, k, n).
 pub fn bmm_nt(xs: &[usize], ws: &[usize]) -> Result<(usize, usize, usize, usize)> {
     check(

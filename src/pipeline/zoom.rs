@@ -12,7 +12,9 @@ use super::is_foreground;
 use super::preprocess::Preprocessed;
 use super::prompt_maps::{AxisView, CubeMap, PointMap};
 use super::sampling::{select_points, Rng};
-use super::windows::{mask_bbox, roi_from_bbox, roi_ranges, BoxI, WindowGrid};
+use super::windows::{roi_from_bbox, roi_ranges, BoxI, WindowGrid};
+use rayon::prelude::*;
+
 use crate::backend::cpu::volume::resize;
 use crate::backend::{Backend, Interp};
 use crate::error::{Error, Result};
@@ -108,6 +110,9 @@ pub struct Timings {
     pub windows_encoded: usize,
     pub windows_reused: usize,
     pub window_decodes: usize,
+    /// Zoom-in host work besides the decodes: foreground bbox, ROI, window
+    /// grid and per-window prompts, and the ROI's zeroing and averaging.
+    pub zoom_in_host: Duration,
 }
 
 /// Identifies a window's image content: ROI placement and window start.
@@ -172,6 +177,9 @@ pub struct Segmenter<'m, B: Backend> {
     /// A different volume resets the caches.
     volume: Option<(([usize; 3], [usize; 3], [usize; 3]), Vec<f32>)>,
     cache: EmbeddingCache<B>,
+    /// Set while `segment` runs, after it bound the volume once: the steps
+    /// it calls skip their own (volume-sized) comparison.
+    bound: bool,
     pub timings: Timings,
 }
 
@@ -190,6 +198,7 @@ impl<'m, B: Backend> Segmenter<'m, B> {
             opts,
             zoom_out_emb: None,
             volume: None,
+            bound: false,
             timings: Timings::default(),
         }
     }
@@ -204,11 +213,18 @@ impl<'m, B: Backend> Segmenter<'m, B> {
     /// Resets the caches when `pre` is not the volume they were built for
     /// (an 8 MB comparison, against a 2 s encoder pass on the CPU).
     fn bind_volume(&mut self, pre: &Preprocessed) {
+        if self.bound {
+            return;
+        }
         let geom = (pre.dims, pre.crop_start, pre.crop_end);
+        // Bitwise (one memcmp): float equality would also be slower.
+        fn bits(v: &[f32]) -> &[u8] {
+            bytemuck::cast_slice(v)
+        }
         let same = self
             .volume
             .as_ref()
-            .is_some_and(|(g, z)| *g == geom && *z == pre.zoom_out);
+            .is_some_and(|(g, z)| *g == geom && bits(z) == bits(&pre.zoom_out));
         if !same {
             self.reset();
             self.volume = Some((geom, pre.zoom_out.clone()));
@@ -252,20 +268,21 @@ impl<'m, B: Backend> Segmenter<'m, B> {
             // The network's own trilinear upsample, then the pipeline's
             // legacy-nearest resize to the cropped frame.
             let spatial = model.config().spatial_size;
-            let full = be.download(&be.resize(&one, spatial, Interp::Trilinear)?)?;
-            // The nearest resize to the (possibly huge) cropped frame runs on
-            // the host, straight into the result: no device-sized copy and
-            // no second host copy. Index selection only, so any backend's
-            // values come through unchanged.
-            let mut cropped = vec![0f32; pre.cropped_dims().iter().product()];
-            resize(
-                &full,
-                1,
-                spatial,
-                pre.cropped_dims(),
-                Interp::Nearest,
-                &mut cropped,
-            );
+            let up = be.resize(&one, spatial, Interp::Trilinear)?;
+            // The nearest resize is index selection only, so any backend's
+            // values come through unchanged wherever it runs. A cropped
+            // frame no larger than the network's input is selected on the
+            // device (less to download); a larger one on the host, straight
+            // into the result (no device-sized copy, no second host copy).
+            let cd = pre.cropped_dims();
+            let cropped = if cd.iter().product::<usize>() <= spatial.iter().product() {
+                be.download(&be.resize(&up, cd, Interp::Nearest)?)?
+            } else {
+                let full = be.download(&up)?;
+                let mut cropped = vec![0f32; cd.iter().product()];
+                resize(&full, 1, spatial, cd, Interp::Nearest, &mut cropped);
+                cropped
+            };
             out.push(cropped);
         }
         self.timings.zoom_out_decode += t.elapsed();
@@ -287,6 +304,19 @@ impl<'m, B: Backend> Segmenter<'m, B> {
                 ));
             }
         }
+        self.bind_volume(pre);
+        self.bound = true;
+        let out = self.segment_bound(pre, cats, progress);
+        self.bound = false;
+        out
+    }
+
+    fn segment_bound(
+        &mut self,
+        pre: &Preprocessed,
+        cats: &[CategoryPrompt],
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Vec<CategoryResult>> {
         progress("zoom-out pass");
         let global = self.zoom_out_logits(pre, cats)?;
         let mut results = Vec::with_capacity(cats.len());
@@ -316,6 +346,7 @@ impl<'m, B: Backend> Segmenter<'m, B> {
         mut logits: Vec<f32>,
     ) -> Result<CategoryResult> {
         self.bind_volume(pre);
+        let t_host = Instant::now();
         let dims = pre.cropped_dims();
         let win = self.window_shape();
         let Some(bbox) = positive_bbox(&logits, dims) else {
@@ -339,86 +370,82 @@ impl<'m, B: Backend> Segmenter<'m, B> {
         // here the box rule wins and the points served the zoom-out pass.
         let point_map = (cube.is_none() && !cat.points.is_empty())
             .then(|| PointMap::new(&cat.points, zoom, dims));
-        // The zoom-out foreground, read from `logits`, which stay unchanged
-        // until every window's prompts are built.
-        let global_pos = |i: usize| is_foreground(logits[i]);
+        // The zoom-out foreground is read from `logits`, which stay
+        // unchanged until every window's prompts are built.
         let map_shift = match self.opts.pad_mode {
             PadMode::Fixed => grid.pad_before,
             PadMode::Faithful => [0; 3],
         };
 
         // Per-window prompts.
-        let mut records = Vec::with_capacity(windows.len());
-        for (wi, &start) in windows.iter().enumerate() {
-            let map_view = [0, 1, 2].map(|a| AxisView {
-                start: start[a],
-                shift: map_shift[a],
-                size: size[a],
-                len: win[a],
-            });
-            let img_view = [0, 1, 2].map(|a| AxisView {
-                start: start[a],
-                shift: grid.pad_before[a],
-                size: size[a],
-                len: win[a],
-            });
-            let preds_box = || {
-                mask_bbox(
-                    |d, h, w| match (
-                        img_view[0].to_roi(d),
-                        img_view[1].to_roi(h),
-                        img_view[2].to_roi(w),
-                    ) {
-                        (Some(d), Some(h), Some(w)) => {
-                            global_pos(((rs[0] + d) * dims[1] + rs[1] + h) * dims[2] + rs[2] + w)
-                        }
-                        _ => false,
-                    },
-                    win,
-                )
-            };
-            let rec = if let Some(cube) = &cube {
-                let b = if single {
-                    cube.bbox_in(rs, &map_view)
-                        .unwrap_or(super::windows::EMPTY_BOX)
+        // Independent per window (each has its own seeded generator), so
+        // they are built in parallel; the order of `records` is the
+        // windows' order.
+        let records: Vec<WindowRecord> = windows
+            .par_iter()
+            .enumerate()
+            .map(|(wi, &start)| {
+                let map_view = [0, 1, 2].map(|a| AxisView {
+                    start: start[a],
+                    shift: map_shift[a],
+                    size: size[a],
+                    len: win[a],
+                });
+                let img_view = [0, 1, 2].map(|a| AxisView {
+                    start: start[a],
+                    shift: grid.pad_before[a],
+                    size: size[a],
+                    len: win[a],
+                });
+                let preds_box = || window_foreground_bbox(&logits, dims, rs, &img_view);
+                let rec = if let Some(cube) = &cube {
+                    let b = if single {
+                        cube.bbox_in(rs, &map_view)
+                            .unwrap_or(super::windows::EMPTY_BOX)
+                    } else {
+                        preds_box()
+                    };
+                    WindowRecord {
+                        start,
+                        bbox: Some(b),
+                        points: vec![],
+                    }
+                } else if let Some(pm) = &point_map {
+                    let pos = pm.positives_in(rs, &map_view);
+                    let mut rng = Rng::derive(self.opts.seed, &[cat_index as u64, wi as u64]);
+                    let pts = select_points(&mut rng, &pos, &[], 4, 0);
+                    WindowRecord {
+                        start,
+                        bbox: Some(preds_box()),
+                        points: pts,
+                    }
                 } else {
-                    preds_box()
+                    WindowRecord {
+                        start,
+                        bbox: None,
+                        points: vec![],
+                    }
                 };
-                WindowRecord {
-                    start,
-                    bbox: Some(b),
-                    points: vec![],
-                }
-            } else if let Some(pm) = &point_map {
-                let pos = pm.positives_in(rs, &map_view);
-                let mut rng = Rng::derive(self.opts.seed, &[cat_index as u64, wi as u64]);
-                let pts = select_points(&mut rng, &pos, &[], 4, 0);
-                WindowRecord {
-                    start,
-                    bbox: Some(preds_box()),
-                    points: pts,
-                }
-            } else {
-                WindowRecord {
-                    start,
-                    bbox: None,
-                    points: vec![],
-                }
-            };
-            records.push(rec);
-        }
+                rec
+            })
+            .collect();
 
         // Encode (or reuse) window embeddings in batches, decode, and sum
         // into the ROI of `logits` itself: the padding is dropped anyway,
         // so no padded-ROI-sized buffer is needed (the sums and their order
         // are those of a separate buffer).
         let pb = grid.pad_before;
-        for d in 0..size[0] {
-            for h in 0..size[1] {
-                let dst = ((rs[0] + d) * dims[1] + rs[1] + h) * dims[2] + rs[2];
-                logits[dst..dst + size[2]].fill(0.0);
-            }
-        }
+        let plane = dims[1] * dims[2];
+        logits
+            .par_chunks_mut(plane)
+            .skip(rs[0])
+            .take(size[0])
+            .for_each(|slab| {
+                for h in 0..size[1] {
+                    let dst = (rs[1] + h) * dims[2] + rs[2];
+                    slab[dst..dst + size[2]].fill(0.0);
+                }
+            });
         // A window axis range [s, s + len) in the padded frame → the part
         // inside the ROI: (first window index, first ROI index, count).
         let clip = |a: usize, s: usize| -> Option<(usize, usize, usize)> {
@@ -427,6 +454,7 @@ impl<'m, B: Backend> Segmenter<'m, B> {
             (lo < hi).then(|| (lo - s, lo - pb[a], hi - lo))
         };
         let batch = self.opts.window_batch.max(1);
+        let mut host = t_host.elapsed();
         for chunk in (0..windows.len()).collect::<Vec<_>>().chunks(batch) {
             let embs = self.window_embeddings(
                 pre,
@@ -446,23 +474,31 @@ impl<'m, B: Backend> Segmenter<'m, B> {
                     text: cat.text.clone(),
                 };
                 let out = self.model.decode(&emb, 0, std::slice::from_ref(&p))?;
-                let out = self.model.backend().download(&out)?;
                 let s = rec.start;
                 if let (Some((d0, rd, nd)), Some((h0, rh, nh)), Some((w0, rw, nw))) =
                     (clip(0, s[0]), clip(1, s[1]), clip(2, s[2]))
                 {
-                    for d in 0..nd {
-                        for h in 0..nh {
-                            let dst = ((rs[0] + rd + d) * dims[1] + rs[1] + rh + h) * dims[2]
-                                + rs[2]
-                                + rw;
-                            let src = ((d0 + d) * win[1] + h0 + h) * win[2] + w0;
-                            for (o, v) in logits[dst..dst + nw].iter_mut().zip(&out[src..src + nw])
-                            {
-                                *o += v;
+                    // Only the part inside the ROI leaves the device.
+                    let part =
+                        self.model
+                            .backend()
+                            .download_box(&out, [d0, h0, w0], [nd, nh, nw])?;
+                    logits
+                        .par_chunks_mut(plane)
+                        .skip(rs[0] + rd)
+                        .take(nd)
+                        .enumerate()
+                        .for_each(|(d, slab)| {
+                            for h in 0..nh {
+                                let dst = (rs[1] + rh + h) * dims[2] + rs[2] + rw;
+                                let src = (d * nh + h) * nw;
+                                for (o, v) in
+                                    slab[dst..dst + nw].iter_mut().zip(&part[src..src + nw])
+                                {
+                                    *o += v;
+                                }
                             }
-                        }
-                    }
+                        });
                 }
                 self.timings.window_decodes += 1;
             }
@@ -470,23 +506,31 @@ impl<'m, B: Backend> Segmenter<'m, B> {
         }
 
         // Average (constant blending) over the windows covering each voxel.
+        let t_avg = Instant::now();
         let pad = grid.padded;
         let cov = [0, 1, 2].map(|a| {
             (0..pad[a])
                 .map(|i| grid.coverage(a, i) as f32)
                 .collect::<Vec<_>>()
         });
-        for d in 0..size[0] {
-            for h in 0..size[1] {
-                let (pd, ph) = (d + pb[0], h + pb[1]);
-                let dst = ((rs[0] + d) * dims[1] + rs[1] + h) * dims[2] + rs[2];
-                for w in 0..size[2] {
-                    let pw = w + pb[2];
-                    let count = cov[0][pd] * cov[1][ph] * cov[2][pw];
-                    logits[dst + w] /= count;
+        logits
+            .par_chunks_mut(plane)
+            .skip(rs[0])
+            .take(size[0])
+            .enumerate()
+            .for_each(|(d, slab)| {
+                for h in 0..size[1] {
+                    let (pd, ph) = (d + pb[0], h + pb[1]);
+                    let dst = (rs[1] + h) * dims[2] + rs[2];
+                    for w in 0..size[2] {
+                        let pw = w + pb[2];
+                        let count = cov[0][pd] * cov[1][ph] * cov[2][pw];
+                        slab[dst + w] /= count;
+                    }
                 }
-            }
-        }
+            });
+        host += t_avg.elapsed();
+        self.timings.zoom_in_host += host;
         Ok(CategoryResult {
             logits,
             roi: Some(roi),
@@ -521,16 +565,9 @@ impl<'m, B: Backend> Segmenter<'m, B> {
             let win = self.window_shape();
             let n: usize = win.iter().product();
             let mut host = vec![0f32; missing.len() * n];
-            for (j, &i) in missing.iter().enumerate() {
-                extract_window(
-                    pre,
-                    rs,
-                    size,
-                    grid,
-                    starts[i],
-                    &mut host[j * n..(j + 1) * n],
-                );
-            }
+            host.par_chunks_mut(n)
+                .zip(&missing)
+                .for_each(|(out, &i)| extract_window(pre, rs, size, grid, starts[i], out));
             let emb = self.model.embed_image_host(&host, missing.len())?;
             let be = self.model.backend();
             for (j, &i) in missing.iter().enumerate() {
@@ -547,12 +584,70 @@ impl<'m, B: Backend> Segmenter<'m, B> {
     }
 }
 
+/// `generate_box` of the zoom-out foreground as one window shows it: the
+/// inclusive bbox, in window coordinates, of the foreground voxels of the
+/// cropped-frame `logits` (dims `dims`, ROI starting at `rs`) that the
+/// window's `view` maps into the ROI; window voxels outside the ROI (the
+/// padding) are background. Each axis's visible window range is contiguous,
+/// so this scans ROI rows as slices.
+fn window_foreground_bbox(
+    logits: &[f32],
+    dims: [usize; 3],
+    rs: [usize; 3],
+    view: &[AxisView; 3],
+) -> [f32; 6] {
+    // Window-local range [lo, hi) whose voxels lie inside the ROI.
+    let visible = |v: &AxisView| {
+        let lo = v.shift.saturating_sub(v.start).min(v.len);
+        let hi = (v.shift + v.size).saturating_sub(v.start).min(v.len);
+        (lo, hi.max(lo))
+    };
+    let [(d_lo, d_hi), (h_lo, h_hi), (w_lo, w_hi)] = [0, 1, 2].map(|a| visible(&view[a]));
+    let roi = |a: usize, local: usize| view[a].start + local - view[a].shift;
+    type Bounds = ([usize; 3], [usize; 3]);
+    let empty: Bounds = ([usize::MAX; 3], [0; 3]);
+    let merge = |a: Bounds, b: Bounds| -> Bounds {
+        (
+            [0, 1, 2].map(|i| a.0[i].min(b.0[i])),
+            [0, 1, 2].map(|i| a.1[i].max(b.1[i])),
+        )
+    };
+    // Planes in parallel (a whole cropped CT can be 10^7 voxels).
+    let (mn, mx) = (d_lo..d_hi)
+        .into_par_iter()
+        .map(|d| {
+            let mut b = empty;
+            for h in h_lo..h_hi {
+                let base = ((rs[0] + roi(0, d)) * dims[1] + rs[1] + roi(1, h)) * dims[2] + rs[2];
+                let row = &logits[base + roi(2, w_lo)..base + roi(2, w_lo) + (w_hi - w_lo)];
+                let Some(first) = row.iter().position(|&v| is_foreground(v)) else {
+                    continue;
+                };
+                let last = row
+                    .iter()
+                    .rposition(|&v| is_foreground(v))
+                    .expect("one exists");
+                b = merge(b, ([d, h, w_lo + first], [d, h, w_lo + last]));
+            }
+            b
+        })
+        .reduce(|| empty, merge);
+    if mn[0] == usize::MAX {
+        return super::windows::EMPTY_BOX;
+    }
+    [mn[0], mn[1], mn[2], mx[0], mx[1], mx[2]].map(|v| v as f32)
+}
+
 /// Inclusive bbox of the foreground voxels of (D, H, W) logits.
 pub fn positive_bbox(logits: &[f32], dims: [usize; 3]) -> Option<BoxI> {
-    let b = mask_bbox(
-        |d, h, w| is_foreground(logits[(d * dims[1] + h) * dims[2] + w]),
-        dims,
-    );
+    // The whole frame seen through an identity view.
+    let all = [0, 1, 2].map(|a| AxisView {
+        start: 0,
+        shift: 0,
+        size: dims[a],
+        len: dims[a],
+    });
+    let b = window_foreground_bbox(logits, dims, [0; 3], &all);
     (b[0] >= 0.0).then(|| b.map(|v| v as usize))
 }
 
@@ -602,6 +697,7 @@ mod tests {
     use crate::backend::cpu::CpuBackend;
     use crate::config::ModelConfig;
     use crate::pipeline::preprocess::preprocess;
+    use crate::pipeline::windows::mask_bbox;
     use crate::weights::synth::synth_checkpoint;
 
     fn phantom(seed: usize) -> Vec<f32> {
@@ -656,5 +752,51 @@ mod tests {
             .unwrap();
         assert_eq!(again[0].logits, rb[0].logits);
         assert_eq!(seg.timings.windows_encoded, before);
+    }
+
+    /// The row-scan bbox equals the voxel-by-voxel definition (every window
+    /// voxel mapped through the view, padding counted as background) for
+    /// windows that start before, inside and past the ROI.
+    #[test]
+    fn window_bbox_matches_the_voxelwise_definition() {
+        let dims = [9, 11, 13];
+        let mut s = 7u64;
+        let logits: Vec<f32> = (0..dims.iter().product::<usize>())
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                if (s >> 60) == 0 {
+                    1.0
+                } else {
+                    -1.0
+                }
+            })
+            .collect();
+        let rs = [1, 2, 3];
+        let size = [6, 7, 8];
+        for (start, shift, len) in [(0, 2, 5), (3, 2, 5), (6, 0, 4), (0, 0, 9), (9, 1, 4)] {
+            let view = [0, 1, 2].map(|a| AxisView {
+                start: start + a,
+                shift,
+                size: size[a],
+                len: len + a,
+            });
+            let win = [0, 1, 2].map(|a| view[a].len);
+            let want = mask_bbox(
+                |d, h, w| match (view[0].to_roi(d), view[1].to_roi(h), view[2].to_roi(w)) {
+                    (Some(d), Some(h), Some(w)) => is_foreground(
+                        logits[((rs[0] + d) * dims[1] + rs[1] + h) * dims[2] + rs[2] + w],
+                    ),
+                    _ => false,
+                },
+                win,
+            );
+            assert_eq!(
+                window_foreground_bbox(&logits, dims, rs, &view),
+                want,
+                "start {start}, shift {shift}, len {len}"
+            );
+        }
     }
 }

@@ -90,6 +90,18 @@ impl Backend for CpuBackend {
         Ok(t.data().to_vec())
     }
 
+    fn download_box(&self, t: &CpuTensor, start: [usize; 3], len: [usize; 3]) -> Result<Vec<f32>> {
+        let [_, h, w] = shapes::download_box(t.shape(), start, len)?;
+        let mut out = Vec::with_capacity(len.iter().product());
+        for d in start[0]..start[0] + len[0] {
+            for y in start[1]..start[1] + len[1] {
+                let row = (d * h + y) * w + start[2];
+                out.extend_from_slice(&t.data()[row..row + len[2]]);
+            }
+        }
+        Ok(out)
+    }
+
     fn shape<'a>(&self, t: &'a CpuTensor) -> &'a [usize] {
         t.shape()
     }
