@@ -220,6 +220,15 @@ __device__ __forceinline__ void mma_bf16(float* c, const unsigned* a, unsigned b
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// 2^x by the special-function unit alone (flush-to-zero: exp2f adds a
+// denormal-range fix-up around the same instruction). Probabilities below
+// 2^-126 are zero either way once rounded to bf16 for P·V.
+__device__ __forceinline__ float ex2_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // Two f32 to a bf16 pair, lo in the low half (the lower column index).
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
     unsigned r;
@@ -317,19 +326,26 @@ __device__ __forceinline__ void attn_mma_impl(const bf16_t* __restrict__ q,
             }
         }
 
-        // Scale into the log2 domain and mask keys past kv_len (and, causal,
-        // keys after the query).
-        const int key0 = t * BK + 2 * (lane & 3);
+        // Mask keys past kv_len (and, causal, keys after the query). Only
+        // the last tile and causal tiles need it: the ViT's 2048 keys fill
+        // every tile, and the compares and selects cost as much as the
+        // exponentials.
+        if (causal || (t + 1) * BK > kv_len) {
+            const int key0 = t * BK + 2 * (lane & 3);
 #pragma unroll
-        for (int nb = 0; nb < SN; nb++)
+            for (int nb = 0; nb < SN; nb++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int key = key0 + nb * 8 + (e & 1);
-                const int qi = qrow + (e >> 1) * 8;
-                const bool ok = key < kv_len && (!causal || key <= qi);
-                s[nb][e] = ok ? s[nb][e] * scale_log2 : NEG_INF;
-            }
+                for (int e = 0; e < 4; e++) {
+                    const int key = key0 + nb * 8 + (e & 1);
+                    const int qi = qrow + (e >> 1) * 8;
+                    const bool ok = key < kv_len && (!causal || key <= qi);
+                    s[nb][e] = ok ? s[nb][e] : NEG_INF;
+                }
+        }
 
+        // Online softmax on the raw scores: the row max is taken before
+        // scaling (the host guarantees scale > 0) and the log2-domain scale
+        // rides in one FFMA per element, p = 2^(s·scale − m·scale).
 #pragma unroll
         for (int hr = 0; hr < 2; hr++) {
             float mx = NEG_INF;
@@ -338,13 +354,14 @@ __device__ __forceinline__ void attn_mma_impl(const bf16_t* __restrict__ q,
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
             const float m_new = fmaxf(mrow[hr], mx);
-            const float base = m_new == NEG_INF ? 0.0f : m_new;
-            const float corr = mrow[hr] == NEG_INF ? 0.0f : exp2f(mrow[hr] - base);
+            const float base = m_new == NEG_INF ? 0.0f : m_new * scale_log2;
+            const float corr =
+                mrow[hr] == NEG_INF ? 0.0f : ex2_ftz(fmaf(mrow[hr], scale_log2, -base));
             float sum = 0.0f;
 #pragma unroll
             for (int nb = 0; nb < SN; nb++) {
-                s[nb][2 * hr] = exp2f(s[nb][2 * hr] - base);
-                s[nb][2 * hr + 1] = exp2f(s[nb][2 * hr + 1] - base);
+                s[nb][2 * hr] = ex2_ftz(fmaf(s[nb][2 * hr], scale_log2, -base));
+                s[nb][2 * hr + 1] = ex2_ftz(fmaf(s[nb][2 * hr + 1], scale_log2, -base));
                 sum += s[nb][2 * hr] + s[nb][2 * hr + 1];
             }
             lrow[hr] = lrow[hr] * corr + sum;
@@ -393,8 +410,13 @@ __device__ __forceinline__ void attn_mma_impl(const bf16_t* __restrict__ q,
     }
 }
 
+// Blocks per multiprocessor the register allocation must allow: 4 for head
+// dims up to 64 (128 registers, no spills; left to itself ptxas picked 128
+// registers with a spill), 1 (no cap) for the wider heads.
+#define ATTN_MIN_BLOCKS(D) ((D) <= 64 ? 4 : 1)
+
 #define ATTN_MMA(D, NW)                                                                        \
-    extern "C" __global__ void __launch_bounds__(32 * NW) attn_mma_##D##_##NW(                 \
+    extern "C" __global__ void __launch_bounds__(32 * NW, ATTN_MIN_BLOCKS(D)) attn_mma_##D##_##NW( \
         const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* out, int q_len, int kv_len, \
         int heads, int ldq, int ldk, int ldv, int qcol, int kcol, int vcol, float scale_log2,  \
         int causal) {                                                                          \

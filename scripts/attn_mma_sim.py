@@ -73,19 +73,24 @@ def kernel(q, k, v, q_len, kv_len, heads, D, NW, ldq, ldk, ldv, qc, kc, vc, scal
                                 bf = ldmatrix_x4(kt, lambda l: (nb*8 + (l & 7) + ((l >> 4) << 3), kk*16 + ((l >> 3) & 1)*8), False)
                                 s[nb] = mma(s[nb], qf[kk], bf[:, 0], bf[:, 1])
                                 s[nb+1] = mma(s[nb+1], qf[kk], bf[:, 2], bf[:, 3])
-                        key0 = t*BK + 2*(lanes & 3)
-                        for nb in range(BK//8):
-                            for e in range(4):
-                                key = key0 + nb*8 + (e & 1); qi = qrow + (e >> 1)*8
-                                ok = (key < kv_len) & ((not causal) | (key <= qi))
-                                s[nb][:, e] = np.where(ok, s[nb][:, e]*np.float32(scale*np.log2(np.e)), -np.inf)
+                        # Masking only where a tile needs it; raw scores, the
+                        # log2-domain scale folded into the exponent's FFMA.
+                        sl2 = np.float32(scale*np.log2(np.e))
+                        if causal or (t + 1)*BK > kv_len:
+                            key0 = t*BK + 2*(lanes & 3)
+                            for nb in range(BK//8):
+                                for e in range(4):
+                                    key = key0 + nb*8 + (e & 1); qi = qrow + (e >> 1)*8
+                                    ok = (key < kv_len) & ((not causal) | (key <= qi))
+                                    s[nb][:, e] = np.where(ok, s[nb][:, e], -np.inf)
                         for hr in range(2):
                             mx = np.max(np.maximum(s[:, :, 2*hr], s[:, :, 2*hr+1]), axis=0)
                             mx = np.maximum(mx, mx[lanes ^ 1]); mx = np.maximum(mx, mx[lanes ^ 2])
                             m_new = np.maximum(mrow[hr], mx)
-                            base = np.where(m_new == -np.inf, 0, m_new)
-                            corr = np.where(mrow[hr] == -np.inf, 0, np.exp2(mrow[hr] - base))
-                            s[:, :, 2*hr] = np.exp2(s[:, :, 2*hr] - base); s[:, :, 2*hr+1] = np.exp2(s[:, :, 2*hr+1] - base)
+                            with np.errstate(invalid='ignore'):
+                                base = np.where(m_new == -np.inf, 0, m_new*sl2).astype(np.float32)
+                                corr = np.where(mrow[hr] == -np.inf, 0, np.exp2(mrow[hr]*sl2 - base))
+                            s[:, :, 2*hr] = np.exp2(s[:, :, 2*hr]*sl2 - base); s[:, :, 2*hr+1] = np.exp2(s[:, :, 2*hr+1]*sl2 - base)
                             sm = np.sum(s[:, :, 2*hr] + s[:, :, 2*hr+1], axis=0)
                             lrow[hr] = lrow[hr]*corr + sm; mrow[hr] = m_new
                             o[:, :, 2*hr] *= corr; o[:, :, 2*hr+1] *= corr

@@ -69,10 +69,13 @@ impl CudaBackend {
         let (cq, ck, cv) = (int(qo.col)?, int(ko.col)?, int(vo.col)?);
         let causal = s.causal as i32;
 
+        // (The tensor-core kernel takes the row max before scaling, so it
+        // needs a positive scale; SegVol's is 1/√head_dim.)
         if self.dtype() == DType::Bf16
             && self.cc.0 >= 8
             && aligned
             && MMA_HEAD_DIMS.contains(&s.head_dim)
+            && s.scale > 0.0
         {
             // One warp per 16 queries; a single warp when there are few
             // queries (the decoder's token→image attention has ~8).

@@ -97,6 +97,33 @@ impl CudaBackend {
         let n = out.numel();
         let cols = *out.shape.last().unwrap_or(&1);
         let period = add.map_or(1, |a| a.numel()).max(1);
+        let aligned = |t: Option<&CudaTensor>| t.is_none_or(|t| t.ptr % 16 == 0);
+        if out.dtype == DType::Bf16
+            && n % 8 == 0
+            && cols % 8 == 0
+            && (add.is_none() || period % 8 == 0)
+            && n / 8 < i32::MAX as usize
+            && aligned(Some(out))
+            && aligned(bias)
+            && aligned(add)
+        {
+            // Eight elements per thread and step (16-byte accesses).
+            return launch!(
+                self,
+                "epilogue_bf16_x8",
+                self.cfg_1d(n / 8),
+                [
+                    out.ptr,
+                    bias.map_or(0u64, |b| b.ptr),
+                    add.map_or(0u64, |a| a.ptr),
+                    out.ptr,
+                    (n / 8) as i32,
+                    (cols / 8) as i32,
+                    (period / 8).max(1) as i32,
+                    act_code(act)
+                ]
+            );
+        }
         launch!(
             self,
             self.kname("epilogue"),

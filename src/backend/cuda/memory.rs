@@ -45,10 +45,7 @@ impl CudaBackend {
         match t.dtype {
             DType::F32 => unsafe { drv::memcpy_htod_async(t.ptr, data, self.stream.cu_stream()) },
             DType::Bf16 => {
-                let h: Vec<u16> = data
-                    .iter()
-                    .map(|&v| half::bf16::from_f32(v).to_bits())
-                    .collect();
+                let h = to_bf16_bits(data);
                 unsafe { drv::memcpy_htod_async(t.ptr, &h, self.stream.cu_stream()) }
             }
         }
@@ -75,12 +72,62 @@ impl CudaBackend {
                 unsafe { drv::memcpy_dtoh_async(&mut h, t.ptr, self.stream.cu_stream()) }
                     .map_err(drv_err("download"))?;
                 self.sync("download")?;
-                h.into_iter()
-                    .map(|b| half::bf16::from_bits(b).to_f32())
-                    .collect()
+                from_bf16_bits(&h)
             }
         };
         Ok(out)
+    }
+
+    /// The box gathered on the device by one 3-D copy into a contiguous
+    /// tensor, then one contiguous download: a 3-D copy straight into
+    /// pageable host memory goes row by row, far slower than both.
+    pub(super) fn download_box_impl(
+        &self,
+        t: &CudaTensor,
+        dims: [usize; 3],
+        start: [usize; 3],
+        len: [usize; 3],
+    ) -> Result<Vec<f32>> {
+        self.bind()?;
+        if len.iter().product::<usize>() == 0 {
+            return Ok(Vec::new());
+        }
+        if len == dims {
+            return self.download_f32(t);
+        }
+        let es = t.dtype.size();
+        let part = self.alloc_typed(&len, t.dtype)?;
+        let copy = sys::CUDA_MEMCPY3D {
+            srcXInBytes: start[2] * es,
+            srcY: start[1],
+            srcZ: start[0],
+            srcLOD: 0,
+            srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+            srcHost: std::ptr::null(),
+            srcDevice: t.ptr,
+            srcArray: std::ptr::null_mut(),
+            reserved0: std::ptr::null_mut(),
+            srcPitch: dims[2] * es,
+            srcHeight: dims[1],
+            dstXInBytes: 0,
+            dstY: 0,
+            dstZ: 0,
+            dstLOD: 0,
+            dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+            dstHost: std::ptr::null_mut(),
+            dstDevice: part.ptr,
+            dstArray: std::ptr::null_mut(),
+            reserved1: std::ptr::null_mut(),
+            dstPitch: len[2] * es,
+            dstHeight: len[1],
+            WidthInBytes: len[2] * es,
+            Height: len[1],
+            Depth: len[0],
+        };
+        unsafe { sys::cuMemcpy3DAsync_v2(&copy, self.stream.cu_stream()) }
+            .result()
+            .map_err(drv_err("download_box gather"))?;
+        self.download_f32(&part)
     }
 
     fn sync(&self, what: &str) -> Result<()> {
@@ -306,4 +353,37 @@ impl CudaBackend {
             .map_err(drv_err("narrow_rows copy"))?;
         Ok(out)
     }
+}
+
+/// Elements per rayon task in the host-side bf16 conversions (large
+/// transfers only: a volume-sized conversion on one core costs more than
+/// its copy).
+const CONVERT_CHUNK: usize = 1 << 16;
+
+/// f32 → bf16 bits, round to nearest even (as PyTorch), in parallel.
+fn to_bf16_bits(data: &[f32]) -> Vec<u16> {
+    use rayon::prelude::*;
+    let mut h = vec![0u16; data.len()];
+    h.par_chunks_mut(CONVERT_CHUNK)
+        .zip(data.par_chunks(CONVERT_CHUNK))
+        .for_each(|(o, i)| {
+            for (o, &v) in o.iter_mut().zip(i) {
+                *o = half::bf16::from_f32(v).to_bits();
+            }
+        });
+    h
+}
+
+/// bf16 bits → f32 (exact), in parallel.
+fn from_bf16_bits(h: &[u16]) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut out = vec![0f32; h.len()];
+    out.par_chunks_mut(CONVERT_CHUNK)
+        .zip(h.par_chunks(CONVERT_CHUNK))
+        .for_each(|(o, i)| {
+            for (o, &b) in o.iter_mut().zip(i) {
+                *o = half::bf16::from_bits(b).to_f32();
+            }
+        });
+    out
 }

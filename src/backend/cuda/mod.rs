@@ -351,6 +351,33 @@ fn keep_pool_memory(ctx: &Arc<CudaContext>) -> Result<()> {
     }
 }
 
+/// The default pool's high watermark of memory in use (every tensor is
+/// allocated from it, stream-ordered), or resets it to the current use.
+/// `None` when the device has no memory pools.
+fn pool_used_high(ctx: &Arc<CudaContext>, reset: bool) -> Option<usize> {
+    use cudarc::driver::sys;
+    if !ctx.has_async_alloc() || ctx.bind_to_thread().is_err() {
+        return None;
+    }
+    let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+    unsafe {
+        let mut pool = std::mem::MaybeUninit::uninit();
+        sys::cuDeviceGetDefaultMemPool(pool.as_mut_ptr(), ctx.cu_device())
+            .result()
+            .ok()?;
+        let mut v: u64 = 0;
+        let p = &mut v as *mut u64 as *mut std::ffi::c_void;
+        // Setting USED_MEM_HIGH (to zero, the only value allowed) resets it.
+        let r = if reset {
+            sys::cuMemPoolSetAttribute(pool.assume_init(), attr, p)
+        } else {
+            sys::cuMemPoolGetAttribute(pool.assume_init(), attr, p)
+        };
+        r.result().ok()?;
+        Some(v as usize)
+    }
+}
+
 use crate::backend::shapes::{check, numel};
 
 impl Backend for CudaBackend {
@@ -376,6 +403,11 @@ impl Backend for CudaBackend {
         self.download_f32(t)
     }
 
+    fn download_box(&self, t: &CudaTensor, start: [usize; 3], len: [usize; 3]) -> Result<Vec<f32>> {
+        let dims = crate::backend::shapes::download_box(&t.shape, start, len)?;
+        self.download_box_impl(t, dims, start, len)
+    }
+
     fn shape<'a>(&self, t: &'a CudaTensor) -> &'a [usize] {
         &t.shape
     }
@@ -396,6 +428,14 @@ impl Backend for CudaBackend {
         self.stream
             .synchronize()
             .map_err(|e| Error::Cuda(format!("synchronize: {e}")))
+    }
+
+    fn memory_peak(&self) -> Option<usize> {
+        pool_used_high(&self.ctx, false)
+    }
+
+    fn reset_memory_peak(&self) {
+        pool_used_high(&self.ctx, true);
     }
 
     fn repeat_batch(&self, x: &CudaTensor, n: usize) -> Result<CudaTensor> {
