@@ -9,7 +9,8 @@
 #      left in .gpu-bin/ (carry it: run(..., carry=[".gpu-bin"]));
 #   3. tests: cuda_backend (every op against the CPU backend, f32 and bf16)
 #      and any other tests/*cuda*.rs / *gpu*.rs;
-#   4. benchmarks: `segvol bench --device cuda` when the binary has it;
+#   4. benchmarks: `segvol bench` on the fixture CTs (bf16, f32), cold start
+#      of `segvol segment`, and the criterion bench benches/cuda_ops.rs;
 #   5. a summary table, last.
 # Logs go to $OUT (the device tool's output folder) or ./gpu-check-out.
 set -uo pipefail
@@ -66,6 +67,7 @@ say "build"
 t0=$SECONDS
 TEST_BINS=()
 SEGVOL_BIN=""
+OPS_BENCH=""
 # The GPU tests: tests/cuda*.rs and tests/gpu*.rs.
 GPU_TESTS=()
 for f in tests/cuda*.rs tests/gpu*.rs; do
@@ -81,6 +83,10 @@ if ((HAVE_CARGO)); then
        timeout "$(left)" cargo test --release "${offline[@]}" "${GPU_TESTS[@]}" --no-run \
            --message-format=json 2>>"$OUT/build.log" >"$OUT/build-tests.json"; then
         SEGVOL_BIN="target/release/segvol"
+        timeout "$(left)" cargo bench "${offline[@]}" --bench cuda_ops --no-run --message-format=json \
+            2>>"$OUT/build.log" >"$OUT/build-bench.json" &&
+            OPS_BENCH="$(grep -o '"executable":"[^"]*/deps/cuda_ops[^"/]*"' "$OUT/build-bench.json" |
+                         sed 's/"executable":"\(.*\)"/\1/' | head -n1)"
         mapfile -t TEST_BINS < <(grep -o '"executable":"[^"]*/deps/\(cuda\|gpu\)[^"/]*"' "$OUT/build-tests.json" |
                                   sed 's/"executable":"\(.*\)"/\1/' | sort -u)
         build_status="ok"
@@ -95,12 +101,13 @@ if [[ "$build_status" != ok && -d .gpu-bin ]]; then
     # gpu-prebuild.sh gzips the binaries; unpack them outside the tree.
     BIN_DIR=/tmp/segvol-gpu-bin
     mkdir -p "$BIN_DIR"
-    for f in .gpu-bin/segvol.gz .gpu-bin/test-*.gz; do
+    for f in .gpu-bin/segvol.gz .gpu-bin/test-*.gz .gpu-bin/bench-*.gz; do
         [[ -f "$f" ]] || continue
         b="$BIN_DIR/$(basename "$f" .gz)"
         gunzip -c "$f" >"$b" && chmod +x "$b"
     done
     for f in "$BIN_DIR"/test-*; do [[ -x "$f" ]] && TEST_BINS+=("$f"); done
+    [[ -x "$BIN_DIR/bench-cuda_ops" ]] && OPS_BENCH="$BIN_DIR/bench-cuda_ops"
     [[ -x "$BIN_DIR/segvol" ]] && SEGVOL_BIN="$BIN_DIR/segvol"
     ((${#TEST_BINS[@]})) && build_status="prebuilt"
 fi
@@ -120,7 +127,7 @@ for bin in "${TEST_BINS[@]}"; do
     say "tests: $name"
     t0=$SECONDS
     log="$OUT/test-$name.log"
-    timeout "$(left)" "$bin" --test-threads=4 --nocapture 2>&1 | tee "$log" | grep -E "^test |SKIP|panicked|using cuda|seed =" 
+    timeout "$(left)" "$bin" --test-threads=4 --nocapture 2>&1 | tee "$log" | grep -E "^test |SKIP|panicked|using cuda|seed =|bf16 vs|bf16 lowres|cuda bf16|cuda f32" 
     rc=${PIPESTATUS[0]}
     res="$(grep -E '^test result:' "$log" | tail -n1 | sed 's/test result: //')"
     status=$([[ $rc == 0 ]] && echo ok || echo FAIL)
@@ -137,21 +144,77 @@ for bin in "${TEST_BINS[@]}"; do
 done
 
 # ---- 4. benchmarks ----------------------------------------------------------------------------
-say "benchmarks"
-t0=$SECONDS
+# `segvol bench` on the fixtures' CTs in both precisions (encoder, decoder,
+# whole zoom-out-zoom-in, re-prompt, peak device memory), cold start to the
+# first mask written by `segvol segment`, and the per-op criterion bench
+# (benches/cuda_ops.rs). SEGVOL_BENCH_ARGS adds arguments to every bench.
+bench_row() { # name log rc
+    local st; st=$([[ $3 == 0 ]] && echo ok || echo FAIL); (($3 == 124)) && st=TIMEOUT
+    row "$1" "$st" "$4" "$(grep -E '^(encoder forward \(batch 1\)|zoom-out-zoom-in|re-prompt)' "$2" | awk '{printf "%s%s ", $1, $(NF-1)}' | head -c 60)"
+}
+CT_DIR="${SEGVOL_SHARED:-../shared}/fixtures/data"
 if [[ -n "$SEGVOL_BIN" && -x "$SEGVOL_BIN" ]] && "$SEGVOL_BIN" --help 2>/dev/null | grep -qw bench; then
-    log="$OUT/bench.log"
-    # shellcheck disable=SC2086
-    timeout "$(left)" "$SEGVOL_BIN" bench --device cuda ${SEGVOL_BENCH_ARGS:-} 2>&1 | tee "$log" | tail -n 40
-    rc=${PIPESTATUS[0]}
-    row "bench" "$([[ $rc == 0 ]] && echo ok || echo "FAIL")" $((SECONDS - t0)) "rc=$rc; $(tail -n1 "$log")"
+    for spec in "sm bf16 20" "sm f32 10" "lung1 bf16 5" "lung1 f32 3"; do
+        read -r ct prec iters <<<"$spec"
+        f="$CT_DIR/example_ct_sm.nii.gz"; [[ $ct == lung1 ]] && f="$CT_DIR/lung1_image.nii.gz"
+        [[ -f "$f" ]] || { row "bench $ct $prec" "n/a" 0 "no $f"; continue; }
+        say "bench: $ct, $prec"
+        t0=$SECONDS
+        log="$OUT/bench-$ct-$prec.log"
+        # shellcheck disable=SC2086
+        timeout "$(left)" "$SEGVOL_BIN" bench --device cuda --precision "$prec" --ct "$f" \
+            --iters "$iters" --warmup 2 --json "$OUT/bench-$ct-$prec.json" ${SEGVOL_BENCH_ARGS:-} 2>&1 | tee "$log" | tail -n 12
+        bench_row "bench $ct $prec" "$log" "${PIPESTATUS[0]}" $((SECONDS - t0))
+    done
+    # Cold start to the first mask: a new process, weights from a file.
+    say "cold start: segvol segment"
+    t0=$SECONDS
+    w=/tmp/segvol-synth-default.safetensors
+    "$SEGVOL_BIN" synth-weights --config default -o "$w" >"$OUT/cold.log" 2>&1
+    for prec in bf16 f32; do
+        s0=$(date +%s.%N)
+        timeout "$(left)" "$SEGVOL_BIN" segment "$CT_DIR/example_ct_sm.nii.gz" --text liver --weights "$w" \
+            --device cuda --precision "$prec" -o "/tmp/segvol-cold-$prec.nii.gz" >>"$OUT/cold.log" 2>&1
+        rc=$?
+        s1=$(date +%s.%N)
+        row "cold segment $prec" "$([[ $rc == 0 ]] && echo ok || echo FAIL)" $((SECONDS - t0)) \
+            "$(awk -v a="$s0" -v b="$s1" 'BEGIN{printf "%.2f s process start to mask written", b-a}')"
+    done
 else
-    echo "segvol bench: not available (no segvol binary, or it has no 'bench' subcommand yet)"
-    row "bench" "n/a" $((SECONDS - t0)) "segvol has no bench subcommand in this build"
+    echo "segvol bench: not available (no segvol binary)"
+    row "bench" "n/a" $((SECONDS - t0)) "no segvol binary in this build"
+fi
+if [[ -n "${OPS_BENCH:-}" && -x "$OPS_BENCH" ]]; then
+    say "bench: cuda_ops (criterion)"
+    t0=$SECONDS
+    timeout "$(left)" "$OPS_BENCH" --bench --noplot 2>&1 | tee "$OUT/bench-cuda-ops.log" | grep -E "^cuda_|time:|thrpt:|SKIP"
+    rc=${PIPESTATUS[0]}
+    row "bench cuda_ops" "$([[ $rc == 0 ]] && echo ok || echo FAIL)" $((SECONDS - t0)) \
+        "$(grep -A2 'bf16/attention_vit' "$OUT/bench-cuda-ops.log" | grep -o 'time: *\[[^]]*\]' | head -n1)"
+fi
+
+# Optional (SEGVOL_NCU=1): hardware counters of one attention launch and one
+# epilogue launch with Nsight Compute, clocks left alone.
+NCU_BIN="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n1)"
+if [[ "${SEGVOL_NCU:-0}" == 1 && -n "$NCU_BIN" && -n "${OPS_BENCH:-}" ]]; then
+    say "ncu: attention and epilogue kernels"
+    t0=$SECONDS
+    : >"$OUT/ncu.log"
+    for pair in "attn_mma_64_4 attention" "epilogue_bf16 linear_fc1"; do
+        read -r kern bench <<<"$pair"
+        timeout "$(left)" "$NCU_BIN" --clock-control none -k "regex:$kern" --launch-skip 20 --launch-count 1 \
+            --section SpeedOfLight --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis \
+            "$OPS_BENCH" --bench --noplot "bf16/$bench" >>"$OUT/ncu.log" 2>&1
+    done
+    rc=$?
+    grep -E "attn_mma|epilogue|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Issue Slots Busy|Theoretical Occupancy" "$OUT/ncu.log" | head -n 40
+    row "ncu" "$([[ $rc == 0 ]] && echo ok || echo FAIL)" $((SECONDS - t0)) "see ncu.log"
 fi
 
 # ---- 5. summary -------------------------------------------------------------------------------
-say "summary (logs in $OUT)"
+# The device tool returns at most 8 files: the logs travel as one archive.
+(cd "$OUT" && tar -czf gpu-check-logs.tgz --remove-files -- *.log *.json 2>/dev/null)
+say "summary (logs in $OUT, gpu-check-logs.tgz)"
 printf '%-22s %-8s %7s  %s\n' "step" "status" "time" "notes"
 cat "$SUMMARY"
 grep -qE ' (FAIL|TIMEOUT) ' "$SUMMARY" && exit 1

@@ -10,11 +10,13 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 VENV="${SEGVOL_NVCC_VENV:-$HOME/.cache/segvol-nvcc}"
-NVCC_BIN="$(find "$VENV" -path '*/nvidia/cu13/bin/nvcc' -type f 2>/dev/null | head -n1)"
+# (find fails on a missing venv; under pipefail that must not end the script)
+NVCC_BIN="$({ find "$VENV" -path '*/nvidia/cu13/bin/nvcc' -type f 2>/dev/null || true; } | head -n1)"
 if [[ -z "$NVCC_BIN" ]]; then
     echo "no pinned nvcc under $VENV; running scripts/check-kernels.sh to install it"
     scripts/check-kernels.sh >/dev/null || true
-    NVCC_BIN="$(find "$VENV" -path '*/nvidia/cu13/bin/nvcc' -type f | head -n1)"
+    NVCC_BIN="$({ find "$VENV" -path '*/nvidia/cu13/bin/nvcc' -type f || true; } | head -n1)"
+    [[ -n "$NVCC_BIN" ]] || { echo "the pinned nvcc did not install under $VENV"; exit 1; }
 fi
 export NVCC="$NVCC_BIN" SEGVOL_CUDA_ARCH="${SEGVOL_CUDA_ARCH:-sm_90}" SEGVOL_NVCC_STRICT=1
 
@@ -26,6 +28,9 @@ cargo build --release --bin segvol
 json="$(mktemp)"
 trap 'rm -f "$json"' EXIT
 cargo test --release "${tests[@]}" --no-run --message-format=json >"$json"
+bjson="$(mktemp)"
+trap 'rm -f "$json" "$bjson"' EXIT
+cargo bench --bench cuda_ops --no-run --message-format=json >"$bjson"
 
 rm -rf .gpu-bin
 mkdir -p .gpu-bin
@@ -35,18 +40,22 @@ while read -r exe; do
     cp "$exe" ".gpu-bin/test-${base%-*}"
 done
 cp target/release/segvol .gpu-bin/segvol
+exe="$(grep -o '"executable":"[^"]*/deps/cuda_ops[^"/]*"' "$bjson" | sed 's/"executable":"\(.*\)"/\1/' | head -n1)"
+cp "$exe" .gpu-bin/bench-cuda_ops
 # The fixtures the GPU tests read (tests find them through SEGVOL_SHARED;
-# ../shared does not travel to the device machine). About 22 MB.
+# ../shared does not travel to the device machine; lung1 is for the
+# benchmarks). About 35 MB.
 if [[ -d ../shared/fixtures ]]; then
-    for f in default_realct/outputs.safetensors preprocess/example_ct_sm.safetensors data/example_ct_sm.nii.gz; do
+    for f in default_realct/outputs.safetensors preprocess/example_ct_sm.safetensors \
+             data/example_ct_sm.nii.gz data/lung1_image.nii.gz; do
         mkdir -p ".gpu-bin/shared/fixtures/$(dirname "$f")"
         cp "../shared/fixtures/$f" ".gpu-bin/shared/fixtures/$f"
     done
 fi
-strip -s .gpu-bin/segvol .gpu-bin/test-* 2>/dev/null || true
+strip -s .gpu-bin/segvol .gpu-bin/test-* .gpu-bin/bench-* 2>/dev/null || true
 # The embedded PTX and kernel sources compress well: gzip keeps the bundle
 # (with the fixtures) under the device tool's 64 MiB.
-gzip -f .gpu-bin/segvol .gpu-bin/test-*
+gzip -f .gpu-bin/segvol .gpu-bin/test-* .gpu-bin/bench-*
 gen="$(ls -t target/release/build/segvol-*/out/kernels.rs | head -n1)"
 {
     echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"

@@ -99,6 +99,87 @@ fn cuda_f32_default_network_matches_the_reference() {
     );
 }
 
+/// bf16 against the reference at each stage of the default network: how
+/// far the tensor-core precision drifts from PyTorch's float32. Bounds are
+/// bf16's (8-bit mantissa: about 4e-3 per rounding, compounded over 12 ViT
+/// blocks and the decoder), not f32's.
+#[test]
+fn cuda_bf16_default_network_near_the_reference() {
+    let (Some(outp), Some(inp)) = (
+        fixture("default_realct/outputs.safetensors"),
+        fixture("preprocess/example_ct_sm.safetensors"),
+    ) else {
+        return;
+    };
+    let Some(m) = gpu(Precision::Bf16) else {
+        return;
+    };
+    let (ob, ib) = (std::fs::read(outp).unwrap(), std::fs::read(inp).unwrap());
+    let (out, inp) = (
+        SafeTensors::deserialize(&ob).unwrap(),
+        SafeTensors::deserialize(&ib).unwrap(),
+    );
+    let be = m.backend();
+    let emb = m
+        .embed_image_host(&f32s(&inp, "zoom_out_image"), 1)
+        .unwrap();
+    let tokens = be.download(&emb.tokens).unwrap();
+    let ids: Vec<u32> = i64s(&out, "text_input_ids")
+        .iter()
+        .map(|&t| t as u32)
+        .collect();
+    let text = m.embed_text_ids(&ids).unwrap();
+    let b = f32s(&out, "box");
+    let p = Prompt {
+        geom: GeomPrompt {
+            bbox: Some([b[0], b[1], b[2], b[3], b[4], b[5]]),
+            points: vec![],
+        },
+        text: Some(text.clone()),
+    };
+    let lowres = m.decode_lowres(&emb, 0, std::slice::from_ref(&p)).unwrap();
+    let lowres_h = be.download(&lowres).unwrap();
+    let want_low = f32s(&out, "lowres_box_text");
+    let flips = lowres_h
+        .iter()
+        .zip(&want_low)
+        .filter(|(a, b)| is_foreground(**a) != is_foreground(**b))
+        .count();
+    println!(
+        "bf16 lowres mask: {flips} of {} voxels differ from the reference",
+        want_low.len()
+    );
+    check(
+        "encoder_tokens (cuda bf16)",
+        &tokens,
+        &f32s(&out, "encoder_tokens"),
+        1.0,
+        3e-2,
+    );
+    check(
+        "text_embedding (cuda bf16)",
+        &text.0,
+        &f32s(&out, "text_embedding"),
+        1.0,
+        3e-2,
+    );
+    check(
+        "lowres_box_text (cuda bf16)",
+        &lowres_h,
+        &want_low,
+        1.0,
+        6e-2,
+    );
+}
+
+/// The whole zoom-out-zoom-in pipeline in bf16 against f32 on the GPU.
+///
+/// The synthetic weights give weak logits (rms about 0.16 on this CT, 2% of
+/// the foreground within 1% of that rms of zero), so bf16 rounding flips
+/// the voxels nearest the decision boundary and the mask Dice says more
+/// about the weights than the arithmetic. The test therefore bounds the
+/// logits' relative error, and requires every flipped voxel to lie within
+/// a few error-rms of zero (a localised bug would flip confident voxels).
 #[test]
 fn cuda_bf16_pipeline_mask_dice_against_f32() {
     let Some(ct_path) = fixture("data/example_ct_sm.nii.gz") else {
@@ -128,6 +209,38 @@ fn cuda_bf16_pipeline_mask_dice_against_f32() {
         b.iter().map(|&v| is_foreground(v)),
         a.iter().map(|&v| is_foreground(v)),
     );
-    println!("bf16 vs f32 final-mask Dice on example_ct_sm: {d:.5}");
-    assert!(d >= 0.995, "bf16 mask Dice {d} against f32");
+    let n = a.len() as f64;
+    let rms = (a.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n).sqrt();
+    let err = (a
+        .iter()
+        .zip(&b)
+        .map(|(&x, &y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
+    let flipped: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| is_foreground(**x) != is_foreground(**y))
+        .map(|(x, _)| (*x as f64).abs())
+        .collect();
+    let worst = flipped.iter().copied().fold(0.0, f64::max);
+    let fg = a.iter().filter(|&&v| is_foreground(v)).count();
+    println!(
+        "bf16 vs f32 on example_ct_sm: final-mask Dice {d:.5}; logits rel L2 {:.3e} \
+         (rms {rms:.3e}, error rms {err:.3e}); {} of {fg} foreground voxels flipped, \
+         largest |f32 logit| among them {worst:.3e} = {:.2} error rms",
+        err / rms,
+        flipped.len(),
+        worst / err
+    );
+    assert!(
+        err / rms <= 5e-2,
+        "bf16 logits rel L2 {:.3e} against f32",
+        err / rms
+    );
+    assert!(
+        worst <= 6.0 * err,
+        "a voxel with |logit| {worst:.3e} (error rms {err:.3e}) flipped: not rounding noise"
+    );
 }

@@ -120,6 +120,8 @@ impl BackendTask for Task {
         };
         let load_s = t0.elapsed().as_secs_f64();
         let be = model.backend();
+        // Device memory after the load: the weights (and nothing else yet).
+        let weights_mem = be.memory_peak();
         let cfg = model.config().clone();
         let [d, h, w] = cfg.spatial_size;
 
@@ -163,7 +165,7 @@ impl BackendTask for Task {
             "encoder forward (batch 1)".into(),
             enc.0,
             enc.1,
-            format!("{:.0} GFLOP/s", flops / enc.0 * 1e3 / 1e9),
+            format!("{:.1} TFLOP/s", flops / enc.0 * 1e3 / 1e12),
         ));
         let wb = a.engine.window_batch.max(1);
         if wb > 1 {
@@ -246,15 +248,26 @@ impl BackendTask for Task {
         // Re-prompt with the volume resident: embeddings cached.
         let mut seg = Segmenter::new(&model, opts);
         seg.segment(&pre, std::slice::from_ref(&cat), &mut |_| {})?;
+        seg.timings = Default::default();
         let re = stats(time(be, 0, iters, || {
             seg.segment(&pre, std::slice::from_ref(&cat), &mut |_| {})
                 .map(|_| ())
         })?);
+        // Where a re-prompt's time goes (means over the iterations): the
+        // zoom-out decode (decoder, upsample, download, resize to the
+        // cropped frame), the window decodes with their paste-back, and the
+        // zoom-in host work (prompts per window, zeroing and averaging).
+        let per = |d: std::time::Duration| d.as_secs_f64() * 1e3 / iters as f64;
         rows.push((
             "re-prompt, volume resident".into(),
             re.0,
             re.1,
-            "embeddings cached".into(),
+            format!(
+                "embeddings cached; zoom-out {:.2} ms, zoom-in decode {:.2} ms, host {:.2} ms",
+                per(seg.timings.zoom_out_decode),
+                per(seg.timings.zoom_in_decode),
+                per(seg.timings.zoom_in_host)
+            ),
         ));
 
         println!("\nsegvol bench  {device}");
@@ -266,16 +279,23 @@ impl BackendTask for Task {
             println!("{name:36} {med:>10.2} {p90:>10.2}  {note}");
         }
         let rss = peak_rss_mb();
+        let mb = |v: Option<usize>| v.map(|b| b as f64 / (1u64 << 20) as f64);
+        let (dev_peak, dev_weights) = (mb(be.memory_peak()), mb(weights_mem));
         println!(
-            "model load {:.2} s; peak RSS {} MB",
+            "model load {:.2} s; peak RSS {} MB{}",
             load_s,
-            rss.map_or("?".into(), |v| format!("{v:.0}"))
+            rss.map_or("?".into(), |v| format!("{v:.0}")),
+            match (dev_peak, dev_weights) {
+                (Some(p), Some(w)) =>
+                    format!("; peak device memory {p:.0} MiB (weights {w:.0} MiB)"),
+                _ => String::new(),
+            }
         );
         if let Some(jp) = &a.json {
             let r: Vec<_> = rows.iter().map(|(n, m, p, note)| json!({"stage": n, "median_ms": m, "p90_ms": p, "note": note})).collect();
             write_json(
                 jp,
-                &json!({"device": device, "weights": weights_desc, "volume": volume_desc, "iters": iters, "warmup": warm, "rows": r, "model_load_s": load_s, "peak_rss_mb": rss}),
+                &json!({"device": device, "weights": weights_desc, "volume": volume_desc, "iters": iters, "warmup": warm, "rows": r, "model_load_s": load_s, "peak_rss_mb": rss, "peak_device_mib": dev_peak, "device_weights_mib": dev_weights}),
             )?;
         }
         Ok(())
