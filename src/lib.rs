@@ -4,9 +4,11 @@
 //! The library is layered: [`weights`] reads checkpoints, [`backend`] holds the
 //! numeric ops (CPU and CUDA), [`model`] is the network written once against
 //! the backend trait, [`pipeline`] is the zoom-out-zoom-in algorithm, and
-//! [`io`] reads and writes NIfTI volumes. The `segvol` binary is a thin CLI
-//! over these.
+//! [`io`] reads and writes NIfTI volumes. [`api`] is the embedding surface
+//! on top: one call from a CT and prompts to a label map in the CT's grid,
+//! and an interactive session. The `segvol` binary is a thin CLI over these.
 
+pub mod api;
 pub mod backend;
 pub mod config;
 pub mod error;
@@ -18,3 +20,8 @@ pub mod weights;
 
 pub use config::ModelConfig;
 pub use error::{Error, Result};
+
+// The README's code blocks are doctests, so its library snippet keeps compiling.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -3,20 +3,20 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
+use segvol::api::Engine;
 use segvol::backend::cpu::CpuBackend;
 #[cfg(feature = "cuda")]
 use segvol::backend::cuda::{CudaBackend, Precision};
 use segvol::backend::device::{cuda_unavailable_reason, Device};
 use segvol::backend::Backend;
 use segvol::error::{Error, Result};
-use segvol::model::{ClipTokenizer, SegVol, TextEmbedder};
+use segvol::model::{SegVol, TextEmbedder};
 use segvol::pipeline::memory::{Estimate, MemoryLimit, Workload};
 use segvol::pipeline::zoom::ZoomOptions;
 use segvol::tempfiles::TempFile;
-use segvol::weights::{check::detect_config, hub, Checkpoint};
+use segvol::weights::hub;
 
 use super::EngineArgs;
 
@@ -74,32 +74,15 @@ pub fn resolve_weights(arg: Option<&Path>, progress: &Progress) -> Result<PathBu
     }
 }
 
-/// The folder whose `tokenizer.json` / `config.json` go with the weights.
-fn weights_folder(path: &Path) -> Option<PathBuf> {
-    if path.is_dir() {
-        Some(path.to_path_buf())
-    } else {
-        path.parent().map(Path::to_path_buf)
-    }
-}
-
 /// A loaded model with its text embedder.
 pub struct Loaded<B: Backend> {
     pub model: SegVol<B>,
     pub texts: TextEmbedder,
-    pub weights: PathBuf,
 }
 
 pub fn load_model<B: Backend>(backend: B, weights: &Path) -> Result<Loaded<B>> {
-    let ckpt = Checkpoint::open(weights)?;
-    let cfg = detect_config(&ckpt)?;
-    let tokenizer = ClipTokenizer::for_checkpoint(weights_folder(weights).as_deref())?;
-    let model = SegVol::load(backend, Arc::new(ckpt), cfg)?;
-    Ok(Loaded {
-        model,
-        texts: TextEmbedder::new(tokenizer),
-        weights: weights.to_path_buf(),
-    })
+    let (model, texts) = Engine::load(backend, weights)?.into_parts();
+    Ok(Loaded { model, texts })
 }
 
 /// A command body that runs on whichever backend the user picked.

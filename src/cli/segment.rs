@@ -2,19 +2,18 @@
 
 use serde_json::json;
 
+use segvol::api::{Engine, Options};
 use segvol::backend::Backend;
 use segvol::error::Result;
 use segvol::io::nifti::{probe_ct, read_ct, HeaderInfo};
-use segvol::io::write::{check_output_path, write_label_map, write_probabilities};
+use segvol::io::write::check_output_path;
 use segvol::pipeline::memory::{check, MemoryLimit};
-use segvol::pipeline::output::{label_counts, label_map, probability_map, Placement};
 use segvol::pipeline::preprocess::preprocess_ct;
 use segvol::pipeline::request::Request;
-use segvol::pipeline::zoom::Segmenter;
 
 use super::common::{
-    check_json_path, dispatch, load_model, memory_limit, memory_note, resolve_weights, workload,
-    write_json, zoom_options, BackendTask, Progress,
+    check_json_path, dispatch, memory_limit, memory_note, resolve_weights, workload, write_json,
+    zoom_options, BackendTask, Progress,
 };
 use super::SegmentArgs;
 
@@ -80,8 +79,8 @@ impl BackendTask for Task<'_> {
         } = self;
         let device = backend.name();
         progress.note(&format!("device: {device}"));
-        let mut loaded = load_model(backend, &weights)?;
-        let cfg = loaded.model.config().clone();
+        let engine = Engine::load(backend, &weights)?;
+        let cfg = engine.model().config().clone();
 
         progress.step("reading CT");
         let mut work = workload(&args.engine, info.dims, n_cats);
@@ -90,77 +89,55 @@ impl BackendTask for Task<'_> {
         progress.note(&memory_note(&est, limit));
         let mut ct = read_ct(&args.ct)?;
         progress.step("preprocessing");
-        let dims = [ct.dims[2], ct.dims[1], ct.dims[0]];
-        let mut pre = preprocess_ct(&ct, cfg.spatial_size)?;
+        let pre = preprocess_ct(&ct, cfg.spatial_size)?;
         // The intensities are not needed past this point; only the header
         // and geometry are, for the outputs.
         ct.data = Vec::new();
         work.cropped = Some(pre.cropped_dims());
         check(&cfg, &work, limit)?;
 
-        progress.step("text and prompts");
-        let cats = req.categories(&ct, &pre, &loaded.model, &mut loaded.texts)?;
-        let prompts: Vec<_> = cats.iter().map(|c| c.prompt.clone()).collect();
-
         progress.step("segmenting");
-        let mut seg = Segmenter::new(&loaded.model, zoom_options(&args.engine));
-        let results = {
+        let opts = Options {
+            zoom: zoom_options(&args.engine),
+            probabilities: args.probabilities.is_some(),
+        };
+        let result = {
             let p = &*progress;
-            seg.segment(&pre, &prompts, &mut |m| p.note(m))?
+            engine.segment_preprocessed(&ct, pre, &req, &opts, &mut |m| p.note(m))?
         };
 
-        pre.image = Vec::new();
         progress.step("writing output");
-        let place = Placement {
-            dims,
-            crop_start: pre.crop_start,
-            crop_end: pre.crop_end,
-        };
-        let logits: Vec<&[f32]> = results.iter().map(|r| r.logits.as_slice()).collect();
-        let labels = label_map(&place, &logits)?;
-        let counts = label_counts(&labels, cats.len());
-        if cats.len() <= 255 {
-            let l8: Vec<u8> = labels.iter().map(|&v| v as u8).collect();
-            drop(labels);
-            write_label_map(&args.output, &ct, &l8)?;
-        } else {
-            write_label_map(&args.output, &ct, &labels)?;
-        }
+        result.write_label_map(&args.output, &ct)?;
         if let Some(pp) = &args.probabilities {
-            let maps = results
-                .iter()
-                .map(|r| probability_map(&place, &r.logits))
-                .collect::<Result<Vec<_>>>()?;
-            write_probabilities(pp, &ct, &maps)?;
+            result.write_probabilities(pp, &ct)?;
         }
         progress.finish();
 
         let voxel_ml = ct.spacing().iter().product::<f64>() / 1000.0;
-        for (i, (c, n)) in cats.iter().zip(&counts).enumerate() {
+        for (i, c) in result.categories.iter().enumerate() {
             eprintln!(
                 "  {:>3} {:24} {:>10} voxels {:>10.1} ml",
                 i + 1,
                 c.name,
-                n,
-                *n as f64 * voxel_ml
+                c.voxels,
+                c.voxels as f64 * voxel_ml
             );
         }
         if let Some(jp) = &args.json {
-            let t = &seg.timings;
-            let categories: Vec<_> = cats
+            let t = &result.timings;
+            let categories: Vec<_> = result
+                .categories
                 .iter()
-                .zip(&results)
-                .zip(&counts)
                 .enumerate()
-                .map(|(i, ((c, r), n))| {
+                .map(|(i, c)| {
                     json!({
                         "label": i + 1,
                         "name": c.name,
-                        "voxels": n,
-                        "volume_ml": *n as f64 * voxel_ml,
-                        "zoom_out_box_dhw": c.prompt.bbox,
-                        "roi_dhw_inclusive": r.roi,
-                        "windows": r.windows.len(),
+                        "voxels": c.voxels,
+                        "volume_ml": c.voxels as f64 * voxel_ml,
+                        "zoom_out_box_dhw": c.zoom_out_box,
+                        "roi_dhw_inclusive": c.roi,
+                        "windows": c.windows,
                     })
                 })
                 .collect();
@@ -174,7 +151,7 @@ impl BackendTask for Task<'_> {
                 &json!({
                     "ct": args.ct,
                     "output": args.output,
-                    "weights": loaded.weights,
+                    "weights": engine.weights(),
                     "device": device,
                     "mode": format!("{:?}", args.engine.mode).to_lowercase(),
                     "zoom_in": !args.engine.no_zoom_in,

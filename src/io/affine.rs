@@ -35,6 +35,18 @@ fn code_is_set(code: i16) -> bool {
     (1..=5).contains(&code)
 }
 
+/// The affine of a grid with only voxel sizes (mm along i, j, k) and no
+/// orientation or origin: NIfTI-1's "method 1", as for a header without
+/// sform or qform.
+pub fn from_spacing(spacing: [f64; 3]) -> Affine {
+    [
+        [spacing[0], 0.0, 0.0, 0.0],
+        [0.0, spacing[1], 0.0, 0.0],
+        [0.0, 0.0, spacing[2], 0.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+}
+
 /// The best affine of `h`, or a message saying which field is unusable.
 pub fn best_affine(h: &NiftiHeader) -> Result<(Affine, AffineSource), String> {
     let (aff, src) = if code_is_set(h.sform_code) {

@@ -88,6 +88,97 @@ impl CtVolume {
         affine::apply(&self.affine, ijk)
     }
 
+    /// A CT held in memory rather than read from a file, for embedders that
+    /// already have the voxels (from numpy, DICOM, another reader).
+    ///
+    /// `dims` are the voxel counts along (i, j, k); `data` is in file order,
+    /// i fastest (index `i + dims[0]·(j + dims[1]·k)`), as a NIfTI reader hands
+    /// it over; `affine` maps voxel (i, j, k) to world millimetres (nibabel's
+    /// `img.affine`). `name` only labels messages. The header is synthesised
+    /// (float32, the affine as an sform), so outputs written "like" this
+    /// volume carry its geometry. Errors name what is wrong: mismatched
+    /// lengths, empty or oversized axes, a non-finite or singular affine.
+    pub fn from_array(
+        name: impl Into<PathBuf>,
+        dims: [usize; 3],
+        data: Vec<f32>,
+        affine: Affine,
+    ) -> Result<CtVolume> {
+        let path = name.into();
+        let err = |msg: String| Error::nifti(&path, msg);
+        if dims.contains(&0) || dims.iter().any(|&d| d > i16::MAX as usize) {
+            return Err(err(format!(
+                "dims {dims:?}: every axis needs 1 to {} voxels",
+                i16::MAX
+            )));
+        }
+        let n = dims.iter().product::<usize>();
+        if n as u64 > MAX_VOXELS {
+            return Err(err(format!("{n} voxels exceed the limit of {MAX_VOXELS}")));
+        }
+        if data.len() != n {
+            return Err(err(format!(
+                "{} voxels given for dims {dims:?} ({n} voxels)",
+                data.len()
+            )));
+        }
+        if affine.iter().flatten().any(|v| !v.is_finite()) {
+            return Err(err("the affine has non-finite entries".into()));
+        }
+        if affine[3] != [0.0, 0.0, 0.0, 1.0] {
+            return Err(err(format!(
+                "the affine's last row is {:?}, not [0, 0, 0, 1]",
+                affine[3]
+            )));
+        }
+        // Checked here so world-frame prompts cannot fail later for it.
+        if affine::invert_apply(&affine, [0.0; 3]).is_none() {
+            return Err(err("the affine is singular".into()));
+        }
+        let mut header = NiftiHeader {
+            dim: [
+                3,
+                dims[0] as u16,
+                dims[1] as u16,
+                dims[2] as u16,
+                1,
+                1,
+                1,
+                1,
+            ],
+            datatype: 16,
+            bitpix: 32,
+            scl_slope: 1.0,
+            scl_inter: 0.0,
+            // Scanner-anatomical sform, no qform: the affine is stored as is.
+            sform_code: 1,
+            qform_code: 0,
+            srow_x: affine[0].map(|v| v as f32),
+            srow_y: affine[1].map(|v| v as f32),
+            srow_z: affine[2].map(|v| v as f32),
+            // mm, as CT affines are.
+            xyzt_units: 2,
+            ..NiftiHeader::default()
+        };
+        // pixdim holds the voxel sizes: the lengths of the affine's columns.
+        for a in 0..3 {
+            let len = (0..3).map(|r| affine[r][a] * affine[r][a]).sum::<f64>();
+            header.pixdim[a + 1] = len.sqrt() as f32;
+        }
+        header.pixdim[0] = 1.0;
+        let non_finite = data.iter().filter(|v| !v.is_finite()).count();
+        Ok(CtVolume {
+            path,
+            dims,
+            data,
+            header,
+            datatype: NiftiType::Float32,
+            non_finite,
+            affine,
+            affine_source: AffineSource::Sform,
+        })
+    }
+
     /// Continuous voxel coordinate (i, j, k) of a world point.
     pub fn world_to_voxel(&self, xyz: [f64; 3]) -> Result<[f64; 3]> {
         if xyz.iter().any(|v| !v.is_finite()) {

@@ -43,16 +43,47 @@ impl FromStr for Frame {
 /// A box prompt as typed: two opposite corners.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UserBox {
+    /// `(i0, j0, k0, i1, j1, k1)`, in any corner order.
     pub corners: [f64; 6],
+    /// The box as typed, for messages.
     pub text: String,
 }
 
 /// A point prompt as typed, label 1 (positive, the default) or 0 (negative).
 #[derive(Clone, Debug, PartialEq)]
 pub struct UserPoint {
+    /// `(i, j, k)` in the request's frame.
     pub at: [f64; 3],
+    /// 1 (positive) or 0 (negative).
     pub label: f32,
+    /// The point as typed, for messages.
     pub text: String,
+}
+
+impl UserBox {
+    /// A box from two opposite corners `(i0, j0, k0, i1, j1, k1)` in the
+    /// request's frame (voxel indices unless the request says otherwise).
+    /// Coordinates are checked against the volume when the request is mapped.
+    pub fn new(corners: [f64; 6]) -> Self {
+        let c = corners;
+        UserBox {
+            corners,
+            text: format!("{},{},{},{},{},{}", c[0], c[1], c[2], c[3], c[4], c[5]),
+        }
+    }
+}
+
+impl UserPoint {
+    /// A click at `at` (the request's frame), positive (object) or negative
+    /// (background).
+    pub fn new(at: [f64; 3], positive: bool) -> Self {
+        let label = if positive { 1.0 } else { 0.0 };
+        UserPoint {
+            at,
+            label,
+            text: format!("{},{},{},{label}", at[0], at[1], at[2]),
+        }
+    }
 }
 
 fn numbers(s: &str, what: &str) -> Result<Vec<f64>> {
@@ -171,6 +202,17 @@ impl FrameMap<'_> {
     /// A point → zoom-out `(d, h, w)`.
     pub fn point(&self, p: &UserPoint, frame: Frame) -> Result<([f32; 3], f32)> {
         let what = format!("--point {}", p.text);
+        // Parsed prompts are finite already; built ones are checked here
+        // (a NaN would pass the range tests below).
+        if p.at.iter().any(|v| !v.is_finite()) {
+            return Err(Error::prompt(&what, "coordinates must be finite"));
+        }
+        if p.label != 0.0 && p.label != 1.0 {
+            return Err(Error::prompt(
+                &what,
+                format!("label {} is not 1 (positive) or 0 (negative)", p.label),
+            ));
+        }
         if frame == Frame::Zoom {
             for a in 0..3 {
                 if p.at[a] < 0.0 || p.at[a] >= self.zoom[a] as f64 || p.at[a].fract() != 0.0 {
@@ -201,6 +243,9 @@ impl FrameMap<'_> {
     pub fn bbox(&self, b: &UserBox, frame: Frame) -> Result<[f32; 6]> {
         let what = format!("--box {}", b.text);
         let c = b.corners;
+        if c.iter().any(|v| !v.is_finite()) {
+            return Err(Error::prompt(&what, "coordinates must be finite"));
+        }
         if frame == Frame::Zoom {
             for a in 0..3 {
                 let (lo, hi) = (c[a], c[a + 3]);

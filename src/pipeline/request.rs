@@ -18,9 +18,13 @@ use crate::model::{SegVol, TextEmbedder};
 /// A segmentation request in the user's terms.
 #[derive(Clone, Debug, Default)]
 pub struct Request {
+    /// Category names for the text prompt (`"liver"`).
     pub texts: Vec<String>,
+    /// Box prompts, corners in `frame`.
     pub boxes: Vec<UserBox>,
+    /// Point prompts (clicks), in `frame`; a single category only.
     pub points: Vec<UserPoint>,
+    /// The frame of every coordinate (default: voxel indices).
     pub frame: Option<Frame>,
     /// Output names of the categories (defaults: the texts, else box1, ...).
     pub labels: Vec<String>,
@@ -29,11 +33,46 @@ pub struct Request {
 /// One category ready for the pipeline.
 #[derive(Clone, Debug)]
 pub struct Category {
+    /// Output name (the label, the text, or box1, ..., points).
     pub name: String,
+    /// Its prompts in the zoom-out frame.
     pub prompt: CategoryPrompt,
 }
 
 impl Request {
+    /// A request for one category named by text (`"liver"`).
+    pub fn text(name: impl Into<String>) -> Self {
+        Request {
+            texts: vec![name.into()],
+            ..Default::default()
+        }
+    }
+
+    /// Adds a text prompt (one category per text, paired with boxes in order).
+    pub fn with_text(mut self, name: impl Into<String>) -> Self {
+        self.texts.push(name.into());
+        self
+    }
+
+    /// Adds a box, corners `(i0, j0, k0, i1, j1, k1)` in the request's frame.
+    pub fn with_box(mut self, corners: [f64; 6]) -> Self {
+        self.boxes.push(UserBox::new(corners));
+        self
+    }
+
+    /// Adds a positive (`true`) or negative click at `(i, j, k)` in the
+    /// request's frame.
+    pub fn with_point(mut self, at: [f64; 3], positive: bool) -> Self {
+        self.points.push(UserPoint::new(at, positive));
+        self
+    }
+
+    /// Sets the frame of the coordinates (default: voxel indices).
+    pub fn in_frame(mut self, frame: Frame) -> Self {
+        self.frame = Some(frame);
+        self
+    }
+
     /// How many categories the request makes, or why it is inconsistent.
     pub fn category_count(&self) -> Result<usize> {
         let (t, b, p) = (self.texts.len(), self.boxes.len(), self.points.len());
