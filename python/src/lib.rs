@@ -43,7 +43,9 @@ fn affine(values: Vec<f64>) -> PyResult<Affine> {
             values.len()
         )));
     }
-    Ok(std::array::from_fn(|r| std::array::from_fn(|c| values[4 * r + c])))
+    Ok(std::array::from_fn(|r| {
+        std::array::from_fn(|c| values[4 * r + c])
+    }))
 }
 
 /// float32 voxels (native byte order, as numpy's `float32`) from bytes.
@@ -132,9 +134,9 @@ impl Model {
                 };
                 let path = match weights {
                     Some(p) => p,
-                    None => segvol::weights::hub::official_weights(&mut |m| {
-                        eprintln!("segvol: {m}")
-                    })?,
+                    None => {
+                        segvol::weights::hub::official_weights(&mut |m| eprintln!("segvol: {m}"))?
+                    }
                 };
                 Engine::load(backend, &path)
             })
@@ -254,7 +256,8 @@ impl Session {
 
     fn set_image_file(&mut self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         let inner = &mut self.inner;
-        py.allow_threads(|| inner.set_image_file(&path)).map_err(err)
+        py.allow_threads(|| inner.set_image_file(&path))
+            .map_err(err)
     }
 
     fn set_world_frame(&mut self, world: bool) {
