@@ -317,10 +317,12 @@ pub extern "C" fn segvol_segment_file(
         }
         let dst = out_slice(labels, labels_len, "labels")?;
         req.category_count()?;
+        if let Some(o) = out {
+            segvol::io::write::check_output_path(o.as_ref(), path.as_ref())?;
+        }
         let ct = segvol::io::nifti::read_ct(path.as_ref())?;
         let seg = model.engine.segment_volume(&ct, &req, &opts)?;
         if let Some(o) = out {
-            segvol::io::write::check_output_path(o.as_ref(), path.as_ref())?;
             seg.write_label_map(o.as_ref(), &ct)?;
         }
         dst.copy_from_slice(&seg.labels);
@@ -380,8 +382,9 @@ pub extern "C" fn segvol_session_new(
     out: *mut *mut SegvolSession,
 ) -> SegvolStatus {
     guard(|| {
-        let model = ref_arg(model, "model")?;
         let out = mut_arg(out, "out")?;
+        *out = std::ptr::null_mut();
+        let model = ref_arg(model, "model")?;
         *out = Box::into_raw(Box::new(SegvolSession {
             session: Session::new(model.engine.clone()),
         }));

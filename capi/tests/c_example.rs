@@ -271,3 +271,72 @@ fn refusals_are_status_codes_with_messages() {
     segvol_session_free(session);
     segvol_model_free(model);
 }
+
+#[test]
+fn segment_file_fills_the_buffer_and_writes_the_nifti() {
+    let Some(ct) = shared_ct() else {
+        return;
+    };
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("capi");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let w = tmp.join("tiny_file.safetensors");
+    segvol::weights::write::write_synth_safetensors(&segvol::ModelConfig::tiny(), &w).unwrap();
+    let cstr = |p: &Path| std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    let mut model: *mut SegvolModel = std::ptr::null_mut();
+    assert_eq!(
+        segvol_model_open(cstr(&w).as_ptr(), 0, &mut model),
+        SegvolStatus::Ok
+    );
+
+    let mut dims = [0usize; 3];
+    assert_eq!(
+        segvol_ct_dims(cstr(&ct).as_ptr(), dims.as_mut_ptr()),
+        SegvolStatus::Ok
+    );
+    let n = dims.iter().product::<usize>();
+    let texts = [c"liver".as_ptr()];
+    let prompts = SegvolPrompts {
+        texts: texts.as_ptr(),
+        n_texts: 1,
+        boxes: std::ptr::null(),
+        n_boxes: 0,
+        points: std::ptr::null(),
+        n_points: 0,
+        world_frame: 0,
+        seed: 0,
+        zoom_in: 1,
+    };
+    let mut labels = vec![0u16; n];
+    // An output in a missing folder is refused before any work.
+    let bad = tmp.join("no/such/dir/out.nii.gz");
+    let st = segvol_segment_file(
+        model,
+        cstr(&ct).as_ptr(),
+        &prompts,
+        labels.as_mut_ptr(),
+        n,
+        cstr(&bad).as_ptr(),
+    );
+    assert_ne!(st, SegvolStatus::Ok);
+    assert!(last_error().contains("no/such/dir"), "{}", last_error());
+
+    let out = tmp.join("c_labels.nii.gz");
+    let st = segvol_segment_file(
+        model,
+        cstr(&ct).as_ptr(),
+        &prompts,
+        labels.as_mut_ptr(),
+        n,
+        cstr(&out).as_ptr(),
+    );
+    assert_eq!(st, SegvolStatus::Ok, "{}", last_error());
+    let written: Vec<u16> = segvol::io::nifti::read_ct(&out)
+        .unwrap()
+        .data
+        .iter()
+        .map(|&v| v as u16)
+        .collect();
+    assert_eq!(written, labels);
+    assert!(labels.contains(&1));
+    segvol_model_free(model);
+}

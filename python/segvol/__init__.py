@@ -64,8 +64,9 @@ def _volume(array, affine, spacing) -> Tuple[bytes, Tuple[int, int, int], List[f
         aff = np.asarray(affine, dtype=np.float64)
         if aff.shape != (4, 4):
             raise ValueError(f"the affine must be 4x4, got shape {aff.shape}")
-    # Fortran order of an (I, J, K) array is NIfTI's file order.
-    voxels = np.asarray(a, dtype=np.float32).ravel(order="F").tobytes()
+    # Fortran order of an (I, J, K) array is NIfTI's file order; tobytes
+    # makes it in one copy whatever the array's own layout.
+    voxels = np.asarray(a, dtype=np.float32).tobytes(order="F")
     dims = (int(a.shape[0]), int(a.shape[1]), int(a.shape[2]))
     return voxels, dims, [float(v) for v in aff.ravel()]
 
@@ -73,7 +74,8 @@ def _volume(array, affine, spacing) -> Tuple[bytes, Tuple[int, int, int], List[f
 def _result(raw) -> Segmentation:
     labels, dims, names, probs, timings = raw
     dims = tuple(dims)
-    lab = np.frombuffer(labels, dtype=np.uint16).reshape(dims, order="F")
+    # Copied out of the (immutable) bytes so callers get writable arrays.
+    lab = np.frombuffer(labels, dtype=np.uint16).reshape(dims, order="F").copy(order="K")
     prob = None
     if probs:
         prob = np.stack([np.frombuffer(p, dtype=np.float32).reshape(dims, order="F") for p in probs])
