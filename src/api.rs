@@ -30,6 +30,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 

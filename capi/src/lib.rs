@@ -16,6 +16,8 @@
 //! - A handle may be used from any thread, but a session from one thread at a
 //!   time; a model may be shared by concurrent sessions.
 
+#![warn(missing_docs)]
+
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};

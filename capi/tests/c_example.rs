@@ -72,31 +72,58 @@ fn c_example_equals_the_cli() {
         .args(["synth-weights", "--config", "tiny", "-o"])
         .arg(&weights));
 
-    let exe = tmp.join("segment_c");
+    // Linked both ways: against the cdylib, and against the staticlib with
+    // the system libraries Rust's std needs on Linux.
     let lib = deps_dir();
-    run(
-        Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-            .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"])
-            .arg(repo().join("examples/c/segment.c"))
-            .arg("-I")
-            .arg(repo().join("include"))
-            .arg(format!("-L{}", lib.display()))
-            .arg("-lsegvol_c")
-            .arg(format!("-Wl,-rpath,{}", lib.display()))
-            .arg("-o")
-            .arg(&exe),
-    );
-
-    let raw = tmp.join("labels.u16");
+    let mut builds = vec![(
+        "segment_c",
+        vec![
+            format!("-L{}", lib.display()),
+            "-lsegvol_c".to_string(),
+            format!("-Wl,-rpath,{}", lib.display()),
+        ],
+    )];
+    if cfg!(target_os = "linux") {
+        let mut args = vec![lib.join("libsegvol_c.a").display().to_string()];
+        args.extend(
+            [
+                "-lgcc_s",
+                "-lutil",
+                "-lrt",
+                "-lpthread",
+                "-lm",
+                "-ldl",
+                "-lc",
+            ]
+            .map(String::from),
+        );
+        builds.push(("segment_c_static", args));
+    }
     let box_ = ["41", "25", "0", "105", "86", "29"];
-    let stdout = run(Command::new(&exe)
-        .arg(&weights)
-        .arg(&ct)
-        .arg(&raw)
-        .arg("liver")
-        .args(box_));
-    assert!(stdout.contains("refused as expected: prompt"), "{stdout}");
-    assert!(stdout.contains("differs in 0 voxels"), "{stdout}");
+    let mut outputs = Vec::new();
+    for (name, link) in builds {
+        let exe = tmp.join(name);
+        run(
+            Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+                .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+                .arg(repo().join("examples/c/segment.c"))
+                .arg("-I")
+                .arg(repo().join("include"))
+                .args(&link)
+                .arg("-o")
+                .arg(&exe),
+        );
+        let raw = tmp.join(format!("{name}.u16"));
+        let stdout = run(Command::new(&exe)
+            .arg(&weights)
+            .arg(&ct)
+            .arg(&raw)
+            .arg("liver")
+            .args(box_));
+        assert!(stdout.contains("refused as expected: prompt"), "{stdout}");
+        assert!(stdout.contains("differs in 0 voxels"), "{stdout}");
+        outputs.push(raw);
+    }
 
     let nii = tmp.join("cli.nii.gz");
     run(Command::new(cli())
@@ -120,16 +147,18 @@ fn c_example_equals_the_cli() {
         .iter()
         .map(|&v| v as u16)
         .collect();
-    let c_labels: Vec<u16> = std::fs::read(&raw)
-        .unwrap()
-        .chunks_exact(2)
-        .map(|b| u16::from_ne_bytes([b[0], b[1]]))
-        .collect();
     assert!(
         cli_labels.contains(&1),
         "the comparison needs a non-empty mask"
     );
-    assert_eq!(c_labels, cli_labels);
+    for raw in outputs {
+        let c_labels: Vec<u16> = std::fs::read(&raw)
+            .unwrap()
+            .chunks_exact(2)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+            .collect();
+        assert_eq!(c_labels, cli_labels, "{}", raw.display());
+    }
 }
 
 fn last_error() -> String {
