@@ -410,7 +410,8 @@ impl<B: Backend> Session<B> {
 
     /// Sets the image: preprocesses it and clears the prompts, the mask and
     /// the embeddings of the previous image. The zoom-out embedding is
-    /// computed at the first prompt.
+    /// computed at the first prompt. On error (NaN voxels, no foreground)
+    /// the session keeps its previous image and prompts.
     pub fn set_image(&mut self, ct: CtVolume) -> Result<()> {
         let pre = preprocess_ct(&ct, self.engine.model.config().spatial_size)?;
         let mut ct = ct;
