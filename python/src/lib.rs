@@ -108,7 +108,7 @@ fn result<'py>(py: Python<'py>, seg: &Segmentation) -> PyResult<SegOut<'py>> {
 /// Where a one-call segmentation's CT comes from.
 enum Source {
     File(PathBuf),
-    Array(CtVolume),
+    Array(Box<CtVolume>),
 }
 
 /// A loaded model (CPU backend). Share one between sessions and threads.
@@ -192,7 +192,7 @@ impl Model {
         // held; the network runs without it.
         let source = match (path, voxels) {
             (Some(p), None) => Source::File(p),
-            (None, Some(v)) => Source::Array(volume(v, dims, affine)?),
+            (None, Some(v)) => Source::Array(Box::new(volume(v, dims, affine)?)),
             _ => {
                 return Err(SegvolError::new_err(
                     "give either a path or voxels, not both",
@@ -204,7 +204,7 @@ impl Model {
             .allow_threads(move || {
                 req.category_count()?;
                 let ct = match source {
-                    Source::Array(ct) => ct,
+                    Source::Array(ct) => *ct,
                     Source::File(path) => read_ct(&path)?,
                 };
                 engine.segment_volume(&ct, &req, &opts)

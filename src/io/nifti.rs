@@ -161,9 +161,9 @@ impl CtVolume {
             ..NiftiHeader::default()
         };
         // pixdim holds the voxel sizes: the lengths of the affine's columns.
-        for a in 0..3 {
-            let len = (0..3).map(|r| affine[r][a] * affine[r][a]).sum::<f64>();
-            header.pixdim[a + 1] = len.sqrt() as f32;
+        for (a, p) in header.pixdim[1..4].iter_mut().enumerate() {
+            let len = affine[..3].iter().map(|row| row[a] * row[a]).sum::<f64>();
+            *p = len.sqrt() as f32;
         }
         header.pixdim[0] = 1.0;
         let non_finite = data.iter().filter(|v| !v.is_finite()).count();
