@@ -154,17 +154,18 @@ bench_row() { # name log rc
 }
 CT_DIR="${SEGVOL_SHARED:-../shared}/fixtures/data"
 if [[ -n "$SEGVOL_BIN" && -x "$SEGVOL_BIN" ]] && "$SEGVOL_BIN" --help 2>/dev/null | grep -qw bench; then
-    for spec in "sm bf16 20" "sm f32 10" "lung1 bf16 5" "lung1 f32 3"; do
-        read -r ct prec iters <<<"$spec"
+    # CT, precision, iterations, zoom-in windows per encoder batch.
+    for spec in "sm bf16 20 2" "sm f32 10 2" "lung1 bf16 5 2" "lung1 f32 3 2" "lung1 bf16 5 4"; do
+        read -r ct prec iters wb <<<"$spec"
         f="$CT_DIR/example_ct_sm.nii.gz"; [[ $ct == lung1 ]] && f="$CT_DIR/lung1_image.nii.gz"
         [[ -f "$f" ]] || { row "bench $ct $prec" "n/a" 0 "no $f"; continue; }
-        say "bench: $ct, $prec"
+        say "bench: $ct, $prec, window batch $wb"
         t0=$SECONDS
-        log="$OUT/bench-$ct-$prec.log"
+        log="$OUT/bench-$ct-$prec-wb$wb.log"
         # shellcheck disable=SC2086
-        timeout "$(left)" "$SEGVOL_BIN" bench --device cuda --precision "$prec" --ct "$f" \
-            --iters "$iters" --warmup 2 --json "$OUT/bench-$ct-$prec.json" ${SEGVOL_BENCH_ARGS:-} 2>&1 | tee "$log" | tail -n 12
-        bench_row "bench $ct $prec" "$log" "${PIPESTATUS[0]}" $((SECONDS - t0))
+        timeout "$(left)" "$SEGVOL_BIN" bench --device cuda --precision "$prec" --ct "$f" --window-batch "$wb" \
+            --iters "$iters" --warmup 2 --json "$OUT/bench-$ct-$prec-wb$wb.json" ${SEGVOL_BENCH_ARGS:-} 2>&1 | tee "$log" | tail -n 12
+        bench_row "bench $ct $prec wb$wb" "$log" "${PIPESTATUS[0]}" $((SECONDS - t0))
     done
     # Cold start to the first mask: a new process, weights from a file.
     say "cold start: segvol segment"
