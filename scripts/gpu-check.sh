@@ -148,9 +148,10 @@ done
 # whole zoom-out-zoom-in, re-prompt, peak device memory), cold start to the
 # first mask written by `segvol segment`, and the per-op criterion bench
 # (benches/cuda_ops.rs). SEGVOL_BENCH_ARGS adds arguments to every bench.
-bench_row() { # name log rc
+bench_row() { # name log rc seconds: the medians of three stages
     local st; st=$([[ $3 == 0 ]] && echo ok || echo FAIL); (($3 == 124)) && st=TIMEOUT
-    row "$1" "$st" "$4" "$(grep -E '^(encoder forward \(batch 1\)|zoom-out-zoom-in|re-prompt)' "$2" | awk '{printf "%s%s ", $1, $(NF-1)}' | head -c 60)"
+    row "$1" "$st" "$4" "$(sed -nE 's/^(encoder forward \(batch 1\)|zoom-out-zoom-in, 1 prompt, cold|re-prompt, volume resident) +([0-9.]+).*/\1 \2 ms/p' "$2" |
+        sed -E 's/ forward \(batch 1\)//; s/zoom-out-zoom-in, 1 prompt, cold/1 prompt/; s/, volume resident//' | paste -sd';')"
 }
 CT_DIR="${SEGVOL_SHARED:-../shared}/fixtures/data"
 if [[ -n "$SEGVOL_BIN" && -x "$SEGVOL_BIN" ]] && "$SEGVOL_BIN" --help 2>/dev/null | grep -qw bench; then
