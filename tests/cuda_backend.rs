@@ -209,6 +209,43 @@ fn upload_download_round_trip() {
     }
 }
 
+/// `download_box` equals the CPU's (exact: index selection only) for boxes
+/// at the corners, in the middle, of one voxel, of the whole volume, and
+/// over a leading `[1, 1]`; boxes outside the volume and batches of two are
+/// refused with the shared message.
+#[test]
+fn download_box_matches_cpu() {
+    let Some(bes) = backends("download_box_matches_cpu", false) else {
+        return;
+    };
+    let mut rng = Rng::for_test("download_box");
+    let dims = [7, 33, 40];
+    for (be, label) in bes {
+        let p = rand_pair(be, &mut rng, &[1, 1, dims[0], dims[1], dims[2]], 2.0);
+        for (start, len) in [
+            ([0, 0, 0], [3, 5, 8]),
+            ([4, 28, 32], [3, 5, 8]),
+            ([2, 7, 9], [4, 20, 17]),
+            ([6, 32, 39], [1, 1, 1]),
+            ([0, 0, 0], dims),
+            ([1, 0, 3], [5, 33, 1]),
+        ] {
+            let got = be.download_box(&p.g, start, len).unwrap();
+            let want = cpu().download_box(&p.c, start, len).unwrap();
+            assert_eq!(got, want, "[{label}] box {start:?}+{len:?}");
+            assert_eq!(got.len(), len.iter().product::<usize>());
+        }
+        let e_gpu = be.download_box(&p.g, [5, 0, 0], [3, 1, 1]).unwrap_err();
+        let e_cpu = cpu().download_box(&p.c, [5, 0, 0], [3, 1, 1]).unwrap_err();
+        assert_eq!(e_gpu.to_string(), e_cpu.to_string(), "[{label}]");
+        let two = rand_pair(be, &mut rng, &[2, 2, 3, 4], 1.0);
+        assert!(
+            be.download_box(&two.g, [0; 3], [1; 3]).is_err(),
+            "[{label}]"
+        );
+    }
+}
+
 /// A checkpoint with one tensor per source dtype, stored at awkward
 /// offsets, one of them larger than a staging chunk.
 fn mixed_checkpoint(rng: &mut Rng) -> (Checkpoint, BTreeMap<String, Vec<f32>>) {

@@ -479,6 +479,30 @@ mod tests {
     /// every op must overwrite all of its output. Runs each op, fills the pool
     /// with NaN buffers of the output's size, runs it again and wants the
     /// same bits.
+    /// The box of a [1, D, H, W] volume, element by element, and the
+    /// refusals (outside the volume, a batch of two).
+    #[test]
+    fn download_box_selects_the_box() {
+        let cpu = CpuBackend::new();
+        let dims = [3, 4, 5];
+        let v: Vec<f32> = (0..60).map(|i| i as f32).collect();
+        let t = cpu.upload(&v, &[1, 3, 4, 5]).unwrap();
+        let got = cpu.download_box(&t, [1, 2, 3], [2, 2, 2]).unwrap();
+        let mut want = vec![];
+        for d in 1..3 {
+            for h in 2..4 {
+                for w in 3..5 {
+                    want.push(((d * dims[1] + h) * dims[2] + w) as f32);
+                }
+            }
+        }
+        assert_eq!(got, want);
+        assert_eq!(cpu.download_box(&t, [0; 3], dims).unwrap(), v);
+        assert!(cpu.download_box(&t, [2, 0, 0], [2, 1, 1]).is_err());
+        let two = cpu.upload(&v, &[2, 3, 2, 5]).unwrap();
+        assert!(cpu.download_box(&two, [0; 3], [1; 3]).is_err());
+    }
+
     #[test]
     fn ops_overwrite_recycled_buffers() {
         let cpu = CpuBackend::with_threads(2).unwrap();
