@@ -14,6 +14,7 @@ pub mod io;
 pub mod model;
 pub mod pipeline;
 pub mod tempfiles;
+pub mod vocabulary;
 pub mod weights;
 
 pub use config::ModelConfig;

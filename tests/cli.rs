@@ -267,3 +267,50 @@ fn bench_prints_a_table() {
         "{so}"
     );
 }
+
+/// `segvol categories` lists the 222 training names (and as JSON with their
+/// datasets); a text prompt outside them warns with the nearest names and
+/// still runs; a known one does not warn.
+#[test]
+fn categories_and_the_unknown_name_warning() {
+    let (out, _) = run_ok(bin().arg("categories"));
+    assert!(out.lines().any(|l| l.starts_with("liver ")), "{out}");
+    assert!(out.contains("222 names from 25 datasets"), "{out}");
+    let json = tmp().join("categories.json");
+    run_ok(bin().args(["categories", "--json"]).arg(&json));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["categories"].as_array().unwrap().len(), 222);
+    assert_eq!(v["datasets"].as_array().unwrap().len(), 25);
+
+    let Some(ct) = fixture("data/example_ct_sm.nii.gz") else {
+        return;
+    };
+    let out_path = tmp().join("typo.nii.gz");
+    let (_, err) = run_ok(
+        bin()
+            .arg("segment")
+            .arg(&ct)
+            .arg("-o")
+            .arg(&out_path)
+            .arg("--weights")
+            .arg(tiny_weights())
+            .args(["--text", "liverr", "--device", "cpu", "--no-zoom-in"]),
+    );
+    assert!(
+        err.contains("\"liverr\" is not one of the names") && err.contains("nearest: liver"),
+        "{err}"
+    );
+    assert!(out_path.exists());
+    let (_, err) = run_ok(
+        bin()
+            .arg("segment")
+            .arg(&ct)
+            .arg("-o")
+            .arg(&out_path)
+            .arg("--weights")
+            .arg(tiny_weights())
+            .args(["--text", "Liver", "--device", "cpu", "--no-zoom-in"]),
+    );
+    assert!(!err.contains("warning"), "{err}");
+}

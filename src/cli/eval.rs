@@ -37,6 +37,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
             Ok((v, n.trim().to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
+    for (_, name) in &classes {
+        if let Some(w) = super::categories::unknown_text_warning(name) {
+            eprintln!("{w}");
+        }
+    }
     let limit = memory_limit(&args.engine)?;
     if let Some(out) = &args.output {
         check_output_path(out, &args.ct)?;
