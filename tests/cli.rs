@@ -314,3 +314,34 @@ fn categories_and_the_unknown_name_warning() {
     );
     assert!(!err.contains("warning"), "{err}");
 }
+
+/// `HF_HUB_OFFLINE` with an empty Hugging Face cache: no download is tried,
+/// and the message says why and what to do.
+#[test]
+fn offline_without_cached_weights_says_so() {
+    let Some(ct) = fixture("data/example_ct_sm.nii.gz") else {
+        return;
+    };
+    let home = tmp().join("empty-hf-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = bin()
+        .arg("segment")
+        .arg(&ct)
+        .arg("-o")
+        .arg(tmp().join("never.nii.gz"))
+        .args(["--text", "liver", "--device", "cpu"])
+        .env("HF_HOME", &home)
+        .env_remove("HF_HUB_CACHE")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("HF_HUB_OFFLINE is set") && err.contains("--weights"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!tmp().join("never.nii.gz").exists());
+}
