@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use segvol::backend::cpu::volume::resize;
+use segvol::backend::interp::resize;
 use segvol::backend::{Backend, Interp};
 use segvol::error::{Error, Result};
 use segvol::io::nifti::{probe_ct, read_ct, HeaderInfo};

@@ -15,7 +15,7 @@ use super::sampling::{select_points, Rng};
 use super::windows::{roi_from_bbox, roi_ranges, BoxI, WindowGrid};
 use rayon::prelude::*;
 
-use crate::backend::cpu::volume::resize;
+use crate::backend::interp::resize;
 use crate::backend::{Backend, Interp};
 use crate::error::{Error, Result};
 use crate::model::{GeomPrompt, ImageEmbedding, Prompt, SegVol, TextEmbedding};

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 pub use tensor::CpuTensor;
 
+use crate::backend::interp;
 use crate::backend::shapes::{self, check, numel};
 use crate::backend::{Activation, AttnOperand, AttnSpec, Backend, Interp};
 use crate::error::{Error, Result};
@@ -452,7 +453,7 @@ impl Backend for CpuBackend {
         let s = x.shape();
         let (planes, inp) = shapes::resize(s, out)?;
         let mut o = tensor::scratch(planes * numel(&out));
-        self.run(|| volume::resize(x.data(), planes, inp, out, mode, &mut o));
+        self.run(|| interp::resize(x.data(), planes, inp, out, mode, &mut o));
         CpuTensor::from_vec(o, &[s[0], s[1], out[0], out[1], out[2]])
     }
 }
