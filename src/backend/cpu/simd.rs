@@ -860,7 +860,7 @@ pub fn layer_norm_row_on(isa: Isa, x: &[f32], w: &[f32], b: &[f32], eps: f32, ou
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::erf_f64;
+    use crate::backend::oracle::erf_f64;
 
     fn ulp(x: f32) -> f64 {
         let a = x.abs();
@@ -1075,7 +1075,7 @@ mod tests {
                     bias_act_inplace_on(isa, &mut want, None, act);
                     assert_eq!(got, want, "{isa:?} {act:?}");
                     for (g, (x, b)) in got.iter().zip(x.iter().zip(&b)) {
-                        let r = crate::backend::apply_act(act, x + b);
+                        let r = crate::backend::oracle::apply_act(act, x + b);
                         assert!(
                             (g - r).abs() <= 1e-6 * r.abs().max(1.0),
                             "{act:?}: {g} vs {r}"

@@ -183,7 +183,7 @@ mod tests {
                                 let wi = ((ci * cout + co) * 2 + kd) * 4 + kh * 2 + kw;
                                 want += x[xi] as f64 * w[wi] as f64;
                             }
-                            let want = crate::backend::apply_act(act, want as f32);
+                            let want = crate::backend::oracle::apply_act(act, want as f32);
                             let got = out[(bi * 8 * s + (z * o[1] + y) * o[2] + xx) * cout + co];
                             assert!((got - want).abs() < 1e-5, "{act:?} {g:?}: {got} vs {want}");
                         }
