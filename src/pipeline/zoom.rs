@@ -760,19 +760,8 @@ mod tests {
     #[test]
     fn window_bbox_matches_the_voxelwise_definition() {
         let dims = [9, 11, 13];
-        let mut s = 7u64;
-        let logits: Vec<f32> = (0..dims.iter().product::<usize>())
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                if (s >> 60) == 0 {
-                    1.0
-                } else {
-                    -1.0
-                }
-            })
-            .collect();
+        // About one voxel in 16 foreground.
+        let logits: Vec<f32> = crate::test_data::uniform(dims.iter().product(), 7, -15.0, 1.0);
         let rs = [1, 2, 3];
         let size = [6, 7, 8];
         for (start, shift, len) in [(0, 2, 5), (3, 2, 5), (6, 0, 4), (0, 0, 9), (9, 1, 4)] {

@@ -463,16 +463,7 @@ mod tests {
     use super::*;
 
     fn rnd(cpu: &CpuBackend, shape: &[usize], seed: u64) -> CpuTensor {
-        let n = numel(shape);
-        let mut s = seed;
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect();
+        let v = crate::test_data::uniform(numel(shape), seed, -0.5, 0.5);
         cpu.upload(&v, shape).unwrap()
     }
 
