@@ -6,13 +6,13 @@
 #   1. environment: GPU, driver, nvcc, cargo; CUDA library path;
 #   2. build: with cargo (the machine's nvcc, SEGVOL_CUDA_ARCH=sm_90), or,
 #      where the machine has no Rust, the binaries scripts/gpu-prebuild.sh
-#      left in .gpu-bin/ (carry it: run(..., carry=[".gpu-bin"]));
+#      left in .gpu-bin/ (copy it over with the working tree);
 #   3. tests: cuda_backend (every op against the CPU backend, f32 and bf16)
 #      and any other tests/*cuda*.rs / *gpu*.rs;
 #   4. benchmarks: `segvol bench` on the fixture CTs (bf16, f32), cold start
 #      of `segvol segment`, and the criterion bench benches/cuda_ops.rs;
 #   5. a summary table, last.
-# Logs go to $OUT (the device tool's output folder) or ./gpu-check-out.
+# Logs go to $OUT when set, else ./gpu-check-out.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -214,7 +214,7 @@ if [[ "${SEGVOL_NCU:-0}" == 1 && -n "$NCU_BIN" && -n "${OPS_BENCH:-}" ]]; then
 fi
 
 # ---- 5. summary -------------------------------------------------------------------------------
-# The device tool returns at most 8 files: the logs travel as one archive.
+# The logs travel back as one archive (fewer files to copy).
 (cd "$OUT" && tar -czf gpu-check-logs.tgz --remove-files -- *.log *.json 2>/dev/null)
 say "summary (logs in $OUT, gpu-check-logs.tgz)"
 printf '%-22s %-8s %7s  %s\n' "step" "status" "time" "notes"

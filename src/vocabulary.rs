@@ -1,8 +1,8 @@
 //! The category names SegVol was trained on: the `labels` of the 25 M3D-Seg
-//! datasets, in the M3D-Seg order (codes 0000–0024), as SPEC.md §6.1 lists
-//! them (331 entries, 222 distinct names; spellings as the datasets have
-//! them, "liver kyst" and "small intestin" included). SegVol publishes no
-//! list of its own; its training used these names as given.
+//! datasets, in the M3D-Seg order (codes 0000–0024), as M3D's dataset table
+//! lists them (331 entries, 222 distinct names; spellings as the datasets
+//! have them, "liver kyst" and "small intestin" included). SegVol publishes
+//! no list of its own; its training used the datasets' names as given.
 //!
 //! The text encoder takes any text, so a name outside this list still runs;
 //! the list serves to list what the model knows and to catch typos.
@@ -499,7 +499,7 @@ pub fn nearest(name: &str, k: usize) -> Vec<&'static str> {
 mod tests {
     use super::*;
 
-    /// The counts SPEC.md gives for the list: 25 datasets, 331 entries,
+    /// The list's known counts: 25 datasets, 331 entries,
     /// 222 distinct names, TotalSegmentator's 104.
     #[test]
     fn the_list_has_the_documented_counts() {
