@@ -112,7 +112,7 @@ if [[ "$build_status" != ok && -d .gpu-bin ]]; then
     ((${#TEST_BINS[@]})) && build_status="prebuilt"
 fi
 if [[ "$build_status" == FAIL ]]; then
-    echo "no way to build: cargo missing or failing, and no .gpu-bin/ (run scripts/gpu-prebuild.sh on the CPU machine and carry .gpu-bin)"
+    echo "no way to build: cargo missing or failing, and no .gpu-bin/ (run scripts/gpu-prebuild.sh on a machine with Rust and copy .gpu-bin over)"
 fi
 row "build" "$build_status" $((SECONDS - t0)) "${#TEST_BINS[@]} GPU test binaries; segvol: ${SEGVOL_BIN:-none}"
 
