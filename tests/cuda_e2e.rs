@@ -31,12 +31,15 @@ fn gpu(p: Precision) -> Option<SegVol<CudaBackend>> {
     Some(SegVol::load(be, Arc::new(synth_checkpoint(&cfg).unwrap()), cfg).unwrap())
 }
 
+/// One stage of the walk: its name, our values, the reference's.
+type Stage = (&'static str, Vec<f32>, Vec<f32>);
+
 /// The default network on the GPU, stage by stage, on the reference case
 /// (`example_ct_sm`'s zoom-out image, box + text): (stage, ours, reference)
 /// for the encoder tokens, the text embedding, the low-res logits and the
 /// final logits' slices 14..18. `None` (after saying why) without the
 /// fixtures or a device.
-fn reference_walk(p: Precision) -> Option<Vec<(&'static str, Vec<f32>, Vec<f32>)>> {
+fn reference_walk(p: Precision) -> Option<Vec<Stage>> {
     let (Some(outp), Some(inp)) = (
         fixture("default_realct/outputs.safetensors"),
         fixture("preprocess/example_ct_sm.safetensors"),

@@ -167,6 +167,9 @@ impl<B: Backend> EmbeddingCache<B> {
     }
 }
 
+/// A preprocessed volume's dims, crop start and crop end.
+type VolumeGeometry = ([usize; 3], [usize; 3], [usize; 3]);
+
 /// Runs the pipeline for one preprocessed volume; keeps the window cache
 /// between calls so re-prompting the same volume reuses encoder work.
 pub struct Segmenter<'m, B: Backend> {
@@ -175,7 +178,7 @@ pub struct Segmenter<'m, B: Backend> {
     zoom_out_emb: Option<ImageEmbedding<B>>,
     /// The volume the embeddings belong to: its crop and zoom-out image.
     /// A different volume resets the caches.
-    volume: Option<(([usize; 3], [usize; 3], [usize; 3]), Vec<f32>)>,
+    volume: Option<(VolumeGeometry, Vec<f32>)>,
     cache: EmbeddingCache<B>,
     /// Set while `segment` runs, after it bound the volume once: the steps
     /// it calls skip their own (volume-sized) comparison.
@@ -398,7 +401,7 @@ impl<'m, B: Backend> Segmenter<'m, B> {
                     len: win[a],
                 });
                 let preds_box = || window_foreground_bbox(&logits, dims, rs, &img_view);
-                let rec = if let Some(cube) = &cube {
+                if let Some(cube) = &cube {
                     let b = if single {
                         cube.bbox_in(rs, &map_view)
                             .unwrap_or(super::windows::EMPTY_BOX)
@@ -425,8 +428,7 @@ impl<'m, B: Backend> Segmenter<'m, B> {
                         bbox: None,
                         points: vec![],
                     }
-                };
-                rec
+                }
             })
             .collect();
 
