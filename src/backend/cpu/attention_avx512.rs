@@ -25,8 +25,8 @@ use std::arch::x86_64::*;
 use rayon::prelude::*;
 
 use super::attention::Operand;
-use super::simd::exp;
 use super::simd::lanes::F32x16;
+use super::simd::math::exp;
 use crate::backend::AttnSpec;
 
 /// Queries per panel: two registers of 16 lanes.
