@@ -417,9 +417,7 @@ impl Backend for CudaBackend {
     }
 
     fn reshape(&self, mut t: CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
-        check(numel(shape) == t.numel(), || {
-            format!("cannot reshape {:?} to {shape:?}", t.shape)
-        })?;
+        crate::backend::shapes::reshape(&t.shape, shape)?;
         t.shape = shape.to_vec();
         Ok(t)
     }
