@@ -1,4 +1,4 @@
-//! Helpers shared by the benches (CPU and GPU) and the timing examples
+//! Helpers shared by the benches (CPU and GPU) and the probes in `tools/`
 //! (included with `#[path]`, so each user compiles only what it calls).
 #![allow(dead_code)]
 

@@ -20,7 +20,7 @@ pub struct Tiling {
 
 impl Tiling {
     /// Swept on the ViT's 12 heads × 64 × 2048 tokens (docs/PERF.md,
-    /// `examples/cpu_attention_tiling.rs`): larger blocks amortise sgemm's
+    /// `tools/cpu_attention_tiling.rs`): larger blocks amortise sgemm's
     /// operand packing; 256 rows still give 96 tasks to balance over the
     /// pool, and a task's 256×512 scores (512 KB) stay in L2.
     pub const DEFAULT: Tiling = Tiling {

@@ -46,7 +46,7 @@ pub struct FusedTiling {
 }
 
 impl FusedTiling {
-    /// From the sweep in `examples/cpu_attention_tiling.rs` (docs/PERF.md):
+    /// From the sweep in `tools/cpu_attention_tiling.rs` (docs/PERF.md):
     /// a block of 48 keys (12 KB of K, 12 KB of V) stays in L1 while 16
     /// panels (512 queries) use it; the ViT then has 48 tasks.
     pub const DEFAULT: FusedTiling = FusedTiling {
