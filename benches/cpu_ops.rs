@@ -14,7 +14,7 @@ use segvol::backend::{Activation, AttnOperand, AttnSpec, Backend, Interp};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{ones, rnd, HEADS, MLP, TOKENS, WIDTH};
+use support::{ones, rnd, vit_attention, HEADS, MLP, TOKENS, WIDTH};
 
 fn backend() -> CpuBackend {
     let threads = std::env::var("SEGVOL_BENCH_THREADS")
@@ -252,15 +252,7 @@ impl Block {
 
     /// MONAI TransformerBlock: x + attn(LN1 x), then + mlp(LN2 x).
     fn forward(&self, cpu: &CpuBackend, x: &CpuTensor) -> CpuTensor {
-        let spec = AttnSpec {
-            batch: 1,
-            heads: HEADS,
-            head_dim: WIDTH / HEADS,
-            q_len: TOKENS,
-            kv_len: TOKENS,
-            scale: 0.125,
-            causal: false,
-        };
+        let spec = vit_attention();
         let h = cpu.layer_norm(x, &self.ln1.0, &self.ln1.1, 1e-5).unwrap();
         let qkv = cpu
             .linear(&h, &self.qkv, None, Activation::None, None)

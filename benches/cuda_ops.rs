@@ -15,32 +15,14 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use segvol::backend::cuda::{cuda_unavailable_reason, CudaBackend, CudaTensor, Precision};
-use segvol::backend::{Activation, AttnOperand, AttnSpec, Backend};
+use segvol::backend::{Activation, AttnOperand, Backend};
 use segvol::model::SegVol;
 use segvol::weights::synth::synth_checkpoint;
 use segvol::ModelConfig;
 
-/// ViT sizes of the default config.
-const TOKENS: usize = 2048;
-const WIDTH: usize = 768;
-const MLP: usize = 3072;
-const HEADS: usize = 12;
-
-/// Uniform values in [-scale, scale) from a fixed LCG (never zeros: zeros
-/// can run faster than real data on tensor cores).
-fn rnd(be: &CudaBackend, shape: &[usize], seed: u64, scale: f32) -> CudaTensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let data: Vec<f32> = (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
-        })
-        .collect();
-    be.upload(&data, shape).expect("upload")
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::{rnd, smooth_image, vit_attention, MLP, TOKENS, WIDTH};
 
 /// Times `f` as `iters` queued calls and one synchronisation.
 fn queued(
@@ -106,15 +88,7 @@ fn ops(c: &mut Criterion, p: Precision) {
 
     // The ViT's attention, reading q, k, v out of the packed projection.
     let qkv = rnd(&be, &[1, TOKENS, 3 * WIDTH], 8, 1.0);
-    let spec = AttnSpec {
-        batch: 1,
-        heads: HEADS,
-        head_dim: WIDTH / HEADS,
-        q_len: TOKENS,
-        kv_len: TOKENS,
-        scale: 1.0 / ((WIDTH / HEADS) as f32).sqrt(),
-        causal: false,
-    };
+    let spec = vit_attention();
     queued(
         &mut g,
         &be,
@@ -141,30 +115,16 @@ fn ops(c: &mut Criterion, p: Precision) {
     .expect("model");
     let be = model.backend();
     let [d, hh, w] = cfg.spatial_size;
-    let image: Vec<f32> = (0..d * hh * w)
-        .map(|i| {
-            let (z, y, x) = (i / (hh * w), (i / w) % hh, i % w);
-            0.5 + 0.5 * ((z as f32 * 0.3).sin() * (y as f32 * 0.05).cos() * (x as f32 * 0.07).sin())
-        })
-        .collect();
+    let image = smooth_image(cfg.spatial_size);
     let image = be.upload(&image, &[1, 1, d, hh, w]).expect("upload");
     let per_block = 2.0 * n * c_ * (4.0 * c_ + 2.0 * m) + 4.0 * n * n * c_;
     let flops = cfg.vit_layers as f64 * per_block + 2.0 * n * c_ * cfg.patch_volume() as f64;
     let mut g = c.benchmark_group(format!("cuda_{tag}"));
     g.sample_size(20)
         .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(flops as u64));
-    g.bench_function("encoder_forward_1x1x32x256x256", |b| {
-        b.iter_custom(|iters| {
-            be.synchronize().expect("sync");
-            let t = Instant::now();
-            for _ in 0..iters {
-                std::hint::black_box(model.embed_image(&image).expect("forward"));
-            }
-            be.synchronize().expect("sync");
-            t.elapsed()
-        })
+        .measurement_time(Duration::from_secs(3));
+    queued(&mut g, be, "encoder_forward_1x1x32x256x256", flops, || {
+        model.embed_image(&image).map(|e| e.tokens)
     });
     g.finish();
 }

@@ -14,6 +14,10 @@ use segvol::model::loader::Loader;
 use segvol::weights::synth::synth_checkpoint;
 use segvol::ModelConfig;
 
+#[path = "support/mod.rs"]
+mod support;
+use support::smooth_image;
+
 fn encoder(c: &mut Criterion) {
     let threads = std::env::var("SEGVOL_BENCH_THREADS")
         .ok()
@@ -24,14 +28,8 @@ fn encoder(c: &mut Criterion) {
     let ckpt = synth_checkpoint(&cfg).expect("synthetic checkpoint");
     let enc = ImageEncoder::load(&Loader::new(&cpu, &ckpt), &cfg).expect("encoder weights");
 
-    // A smooth synthetic CT in [0, 1].
     let [d, h, w] = cfg.spatial_size;
-    let image: Vec<f32> = (0..d * h * w)
-        .map(|i| {
-            let (z, y, x) = (i / (h * w), (i / w) % h, i % w);
-            0.5 + 0.5 * ((z as f32 * 0.3).sin() * (y as f32 * 0.05).cos() * (x as f32 * 0.07).sin())
-        })
-        .collect();
+    let image = smooth_image(cfg.spatial_size);
     let image = cpu.upload(&image, &[1, 1, d, h, w]).expect("upload");
 
     // Matrix products only: per block qkv, out_proj, MLP and attention.

@@ -6,13 +6,13 @@
 #   1. environment: GPU, driver, nvcc, cargo; CUDA library path;
 #   2. build: with cargo (the machine's nvcc, SEGVOL_CUDA_ARCH=sm_90), or,
 #      where the machine has no Rust, the binaries scripts/gpu-prebuild.sh
-#      left in .gpu-bin/ (carry it: run(..., carry=[".gpu-bin"]));
+#      left in .gpu-bin/ (copy it over with the working tree);
 #   3. tests: cuda_backend (every op against the CPU backend, f32 and bf16)
 #      and any other tests/*cuda*.rs / *gpu*.rs;
 #   4. benchmarks: `segvol bench` on the fixture CTs (bf16, f32), cold start
 #      of `segvol segment`, and the criterion bench benches/cuda_ops.rs;
 #   5. a summary table, last.
-# Logs go to $OUT (the device tool's output folder) or ./gpu-check-out.
+# Logs go to $OUT when set, else ./gpu-check-out.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -112,7 +112,7 @@ if [[ "$build_status" != ok && -d .gpu-bin ]]; then
     ((${#TEST_BINS[@]})) && build_status="prebuilt"
 fi
 if [[ "$build_status" == FAIL ]]; then
-    echo "no way to build: cargo missing or failing, and no .gpu-bin/ (run scripts/gpu-prebuild.sh on the CPU machine and carry .gpu-bin)"
+    echo "no way to build: cargo missing or failing, and no .gpu-bin/ (run scripts/gpu-prebuild.sh on a machine with Rust and copy .gpu-bin over)"
 fi
 row "build" "$build_status" $((SECONDS - t0)) "${#TEST_BINS[@]} GPU test binaries; segvol: ${SEGVOL_BIN:-none}"
 
@@ -148,23 +148,25 @@ done
 # whole zoom-out-zoom-in, re-prompt, peak device memory), cold start to the
 # first mask written by `segvol segment`, and the per-op criterion bench
 # (benches/cuda_ops.rs). SEGVOL_BENCH_ARGS adds arguments to every bench.
-bench_row() { # name log rc
+bench_row() { # name log rc seconds: the medians of three stages
     local st; st=$([[ $3 == 0 ]] && echo ok || echo FAIL); (($3 == 124)) && st=TIMEOUT
-    row "$1" "$st" "$4" "$(grep -E '^(encoder forward \(batch 1\)|zoom-out-zoom-in|re-prompt)' "$2" | awk '{printf "%s%s ", $1, $(NF-1)}' | head -c 60)"
+    row "$1" "$st" "$4" "$(sed -nE 's/^(encoder forward \(batch 1\)|zoom-out-zoom-in, 1 prompt, cold|re-prompt, volume resident) +([0-9.]+).*/\1 \2 ms/p' "$2" |
+        sed -E 's/ forward \(batch 1\)//; s/zoom-out-zoom-in, 1 prompt, cold/1 prompt/; s/, volume resident//' | paste -sd';')"
 }
 CT_DIR="${SEGVOL_SHARED:-../shared}/fixtures/data"
 if [[ -n "$SEGVOL_BIN" && -x "$SEGVOL_BIN" ]] && "$SEGVOL_BIN" --help 2>/dev/null | grep -qw bench; then
-    for spec in "sm bf16 20" "sm f32 10" "lung1 bf16 5" "lung1 f32 3"; do
-        read -r ct prec iters <<<"$spec"
+    # CT, precision, iterations, zoom-in windows per encoder batch.
+    for spec in "sm bf16 20 2" "sm f32 10 2" "lung1 bf16 5 2" "lung1 f32 3 2" "lung1 bf16 5 4"; do
+        read -r ct prec iters wb <<<"$spec"
         f="$CT_DIR/example_ct_sm.nii.gz"; [[ $ct == lung1 ]] && f="$CT_DIR/lung1_image.nii.gz"
         [[ -f "$f" ]] || { row "bench $ct $prec" "n/a" 0 "no $f"; continue; }
-        say "bench: $ct, $prec"
+        say "bench: $ct, $prec, window batch $wb"
         t0=$SECONDS
-        log="$OUT/bench-$ct-$prec.log"
+        log="$OUT/bench-$ct-$prec-wb$wb.log"
         # shellcheck disable=SC2086
-        timeout "$(left)" "$SEGVOL_BIN" bench --device cuda --precision "$prec" --ct "$f" \
-            --iters "$iters" --warmup 2 --json "$OUT/bench-$ct-$prec.json" ${SEGVOL_BENCH_ARGS:-} 2>&1 | tee "$log" | tail -n 12
-        bench_row "bench $ct $prec" "$log" "${PIPESTATUS[0]}" $((SECONDS - t0))
+        timeout "$(left)" "$SEGVOL_BIN" bench --device cuda --precision "$prec" --ct "$f" --window-batch "$wb" \
+            --iters "$iters" --warmup 2 --json "$OUT/bench-$ct-$prec-wb$wb.json" ${SEGVOL_BENCH_ARGS:-} 2>&1 | tee "$log" | tail -n 12
+        bench_row "bench $ct $prec wb$wb" "$log" "${PIPESTATUS[0]}" $((SECONDS - t0))
     done
     # Cold start to the first mask: a new process, weights from a file.
     say "cold start: segvol segment"
@@ -212,7 +214,7 @@ if [[ "${SEGVOL_NCU:-0}" == 1 && -n "$NCU_BIN" && -n "${OPS_BENCH:-}" ]]; then
 fi
 
 # ---- 5. summary -------------------------------------------------------------------------------
-# The device tool returns at most 8 files: the logs travel as one archive.
+# The logs travel back as one archive (fewer files to copy).
 (cd "$OUT" && tar -czf gpu-check-logs.tgz --remove-files -- *.log *.json 2>/dev/null)
 say "summary (logs in $OUT, gpu-check-logs.tgz)"
 printf '%-22s %-8s %7s  %s\n' "step" "status" "time" "notes"

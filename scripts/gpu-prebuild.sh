@@ -5,7 +5,8 @@
 # the kernels compiled to sm_90 PTX by the pinned CUDA 13.0 nvcc that
 # scripts/check-kernels.sh installs (a newer nvcc's PTX would be rejected by
 # the GPU machine's 13.0 driver). Output: .gpu-bin/ (git-ignored), stripped,
-# to be carried: run(command="bash scripts/gpu-check.sh", carry=[".gpu-bin"]).
+# to be copied to the GPU machine with the working tree, where
+# `bash scripts/gpu-check.sh` finds it.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -54,7 +55,7 @@ if [[ -d ../shared/fixtures ]]; then
 fi
 strip -s .gpu-bin/segvol .gpu-bin/test-* .gpu-bin/bench-* 2>/dev/null || true
 # The embedded PTX and kernel sources compress well: gzip keeps the bundle
-# (with the fixtures) under the device tool's 64 MiB.
+# (with the fixtures) small enough to copy over (about 50 MB).
 gzip -f .gpu-bin/segvol .gpu-bin/test-* .gpu-bin/bench-*
 gen="$(ls -t target/release/build/segvol-*/out/kernels.rs | head -n1)"
 {

@@ -16,6 +16,9 @@ pub mod io;
 pub mod model;
 pub mod pipeline;
 pub mod tempfiles;
+#[cfg(test)]
+mod test_data;
+pub mod vocabulary;
 pub mod weights;
 
 pub use config::ModelConfig;

@@ -267,3 +267,76 @@ fn bench_prints_a_table() {
         "{so}"
     );
 }
+
+/// `segvol categories` lists the 222 training names (and as JSON with their
+/// datasets); a text prompt outside them warns with the nearest names and
+/// still runs; a known one does not warn.
+#[test]
+fn categories_and_the_unknown_name_warning() {
+    let (out, _) = run_ok(bin().arg("categories"));
+    assert!(out.lines().any(|l| l.starts_with("liver ")), "{out}");
+    assert!(out.contains("222 names from 25 datasets"), "{out}");
+    let json = tmp().join("categories.json");
+    run_ok(bin().args(["categories", "--json"]).arg(&json));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["categories"].as_array().unwrap().len(), 222);
+    assert_eq!(v["datasets"].as_array().unwrap().len(), 25);
+
+    let Some(ct) = fixture("data/example_ct_sm.nii.gz") else {
+        return;
+    };
+    let out_path = tmp().join("typo.nii.gz");
+    let segment = |text: &str| {
+        run_ok(
+            bin()
+                .arg("segment")
+                .arg(&ct)
+                .arg("-o")
+                .arg(&out_path)
+                .arg("--weights")
+                .arg(tiny_weights())
+                .args(["--text", text, "--device", "cpu", "--no-zoom-in"]),
+        )
+        .1
+    };
+    let err = segment("liverr");
+    assert!(
+        err.contains("\"liverr\" is not one of the names") && err.contains("nearest: liver"),
+        "{err}"
+    );
+    assert!(out_path.exists());
+    let err = segment("Liver");
+    assert!(!err.contains("warning"), "{err}");
+}
+
+/// `HF_HUB_OFFLINE` with an empty Hugging Face cache: no download is tried,
+/// and the message says why and what to do.
+#[test]
+fn offline_without_cached_weights_says_so() {
+    let Some(ct) = fixture("data/example_ct_sm.nii.gz") else {
+        return;
+    };
+    let home = tmp().join("empty-hf-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = bin()
+        .arg("segment")
+        .arg(&ct)
+        .arg("-o")
+        .arg(tmp().join("never.nii.gz"))
+        .args(["--text", "liver", "--device", "cpu"])
+        .env("HF_HOME", &home)
+        .env_remove("HF_HUB_CACHE")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("HF_HUB_OFFLINE is set") && err.contains("--weights"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!tmp().join("never.nii.gz").exists());
+}

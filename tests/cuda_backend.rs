@@ -209,6 +209,109 @@ fn upload_download_round_trip() {
     }
 }
 
+/// `download_box` equals the CPU's (exact: index selection only) for boxes
+/// at the corners, in the middle, of one voxel, of the whole volume, and
+/// over a leading `[1, 1]`; boxes outside the volume and batches of two are
+/// refused with the shared message.
+#[test]
+fn download_box_matches_cpu() {
+    let Some(bes) = backends("download_box_matches_cpu", false) else {
+        return;
+    };
+    let mut rng = Rng::for_test("download_box");
+    let dims = [7, 33, 40];
+    for (be, label) in bes {
+        let p = rand_pair(be, &mut rng, &[1, 1, dims[0], dims[1], dims[2]], 2.0);
+        for (start, len) in [
+            ([0, 0, 0], [3, 5, 8]),
+            ([4, 28, 32], [3, 5, 8]),
+            ([2, 7, 9], [4, 20, 17]),
+            ([6, 32, 39], [1, 1, 1]),
+            ([0, 0, 0], dims),
+            ([1, 0, 3], [5, 33, 1]),
+        ] {
+            let got = be.download_box(&p.g, start, len).unwrap();
+            let want = cpu().download_box(&p.c, start, len).unwrap();
+            assert_eq!(got, want, "[{label}] box {start:?}+{len:?}");
+            assert_eq!(got.len(), len.iter().product::<usize>());
+        }
+        let e_gpu = be.download_box(&p.g, [5, 0, 0], [3, 1, 1]).unwrap_err();
+        let e_cpu = cpu().download_box(&p.c, [5, 0, 0], [3, 1, 1]).unwrap_err();
+        assert_eq!(e_gpu.to_string(), e_cpu.to_string(), "[{label}]");
+        let two = rand_pair(be, &mut rng, &[2, 2, 3, 4], 1.0);
+        assert!(
+            be.download_box(&two.g, [0; 3], [1; 3]).is_err(),
+            "[{label}]"
+        );
+    }
+}
+
+/// Bad shapes get the same error text from both backends (one set of
+/// checks, `backend::shapes`).
+#[test]
+fn shape_errors_match_cpu() {
+    let Some(bes) = backends("shape_errors_match_cpu", false) else {
+        return;
+    };
+    let c = cpu();
+    for (be, label) in bes {
+        let g = |s: &[usize]| be.upload(&vec![0.5; s.iter().product()], s).unwrap();
+        let h = |s: &[usize]| c.upload(&vec![0.5; s.iter().product()], s).unwrap();
+        let same = |what: &str, ge: segvol::Error, ce: segvol::Error| {
+            assert_eq!(ge.to_string(), ce.to_string(), "[{label}] {what}");
+        };
+        same(
+            "upload",
+            be.upload(&[1.0; 5], &[2, 3]).unwrap_err(),
+            c.upload(&[1.0; 5], &[2, 3]).unwrap_err(),
+        );
+        same(
+            "reshape",
+            be.reshape(g(&[2, 3]), &[5]).unwrap_err(),
+            c.reshape(h(&[2, 3]), &[5]).unwrap_err(),
+        );
+        same(
+            "slice_batch",
+            be.slice_batch(&g(&[4, 2]), 3, 2).unwrap_err(),
+            c.slice_batch(&h(&[4, 2]), 3, 2).unwrap_err(),
+        );
+        same(
+            "concat_batch",
+            be.concat_batch(&[&g(&[1, 2]), &g(&[1, 3])]).unwrap_err(),
+            c.concat_batch(&[&h(&[1, 2]), &h(&[1, 3])]).unwrap_err(),
+        );
+        same(
+            "narrow_rows",
+            be.narrow_rows(&g(&[1, 4, 2]), 3, 2).unwrap_err(),
+            c.narrow_rows(&h(&[1, 4, 2]), 3, 2).unwrap_err(),
+        );
+        same(
+            "add",
+            be.add(&g(&[2, 3]), &g(&[3, 2])).unwrap_err(),
+            c.add(&h(&[2, 3]), &h(&[3, 2])).unwrap_err(),
+        );
+        same(
+            "add_broadcast",
+            be.add_broadcast(&g(&[2, 5, 3]), &g(&[5])).unwrap_err(),
+            c.add_broadcast(&h(&[2, 5, 3]), &h(&[5])).unwrap_err(),
+        );
+        same(
+            "layer_norm",
+            be.layer_norm(&g(&[4, 7]), &g(&[6]), &g(&[7]), 1e-5)
+                .unwrap_err(),
+            c.layer_norm(&h(&[4, 7]), &h(&[6]), &h(&[7]), 1e-5)
+                .unwrap_err(),
+        );
+        same(
+            "layer_norm_item",
+            be.layer_norm_item(&g(&[2, 3, 4]), &g(&[11]), &g(&[12]), 1e-5, Activation::None)
+                .unwrap_err(),
+            c.layer_norm_item(&h(&[2, 3, 4]), &h(&[11]), &h(&[12]), 1e-5, Activation::None)
+                .unwrap_err(),
+        );
+    }
+}
+
 /// A checkpoint with one tensor per source dtype, stored at awkward
 /// offsets, one of them larger than a staging chunk.
 fn mixed_checkpoint(rng: &mut Rng) -> (Checkpoint, BTreeMap<String, Vec<f32>>) {

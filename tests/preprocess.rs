@@ -7,7 +7,7 @@ mod common;
 use common::fixture;
 use common::golden::*;
 use safetensors::SafeTensors;
-use segvol::backend::cpu::volume::nearest_index;
+use segvol::backend::interp::nearest_index;
 use segvol::backend::Interp;
 use segvol::io::nifti::read_ct;
 use segvol::pipeline::preprocess::preprocess;

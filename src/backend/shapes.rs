@@ -17,6 +17,105 @@ pub fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
     }
 }
 
+/// `upload` of `len` values as `shape`.
+pub fn upload(len: usize, shape: &[usize]) -> Result<()> {
+    check(numel(shape) == len, || {
+        format!("upload of {len} values as {shape:?}")
+    })
+}
+
+/// `reshape` keeps the element count.
+pub fn reshape(from: &[usize], to: &[usize]) -> Result<()> {
+    check(numel(from) == numel(to), || {
+        format!("cannot reshape {from:?} to {to:?}")
+    })
+}
+
+/// `repeat_batch`: the output shape (axis 0 times `n`).
+pub fn repeat_batch(xs: &[usize], n: usize) -> Result<Vec<usize>> {
+    check(!xs.is_empty(), || "repeat_batch of a scalar".into())?;
+    let mut s = xs.to_vec();
+    s[0] = s[0]
+        .checked_mul(n)
+        .ok_or_else(|| Error::Shape(format!("repeat_batch of {xs:?} {n} times")))?;
+    Ok(s)
+}
+
+/// `slice_batch`: the output shape.
+pub fn slice_batch(xs: &[usize], start: usize, len: usize) -> Result<Vec<usize>> {
+    check(
+        !xs.is_empty() && start.checked_add(len).is_some_and(|e| e <= xs[0]),
+        || format!("slice {start}+{len} of {xs:?}"),
+    )?;
+    let mut s = xs.to_vec();
+    s[0] = len;
+    Ok(s)
+}
+
+/// `concat_batch`: the output shape (every input's trailing axes equal).
+pub fn concat_batch(shapes: &[&[usize]]) -> Result<Vec<usize>> {
+    check(!shapes.is_empty(), || "concat of nothing".into())?;
+    check(shapes.iter().all(|x| !x.is_empty()), || {
+        "concat of a scalar".into()
+    })?;
+    let tail = &shapes[0][1..];
+    for x in shapes {
+        check(&x[1..] == tail, || {
+            format!("concat {:?} with {x:?}", shapes[0])
+        })?;
+    }
+    let mut s = vec![shapes.iter().map(|x| x[0]).sum()];
+    s.extend_from_slice(tail);
+    Ok(s)
+}
+
+/// `narrow_rows` of a `[B, N, C]` tensor: (B, N, C).
+pub fn narrow_rows(xs: &[usize], start: usize, len: usize) -> Result<(usize, usize, usize)> {
+    check(
+        xs.len() == 3 && start.checked_add(len).is_some_and(|e| e <= xs[1]),
+        || format!("narrow rows {start}+{len} of {xs:?}"),
+    )?;
+    Ok((xs[0], xs[1], xs[2]))
+}
+
+/// `add`: equal shapes.
+pub fn add(a: &[usize], b: &[usize]) -> Result<()> {
+    check(a == b, || format!("add {a:?} + {b:?}"))
+}
+
+/// `add_broadcast`: v's shape, leading 1s aside ([1, N, C] broadcasts like
+/// [N, C]), is a suffix of x's.
+pub fn add_broadcast(xs: &[usize], vs: &[usize]) -> Result<()> {
+    let lead = vs
+        .iter()
+        .take_while(|&&d| d == 1)
+        .count()
+        .min(vs.len().saturating_sub(1));
+    let vs_trim = &vs[lead..];
+    check(xs.len() >= vs_trim.len() && xs.ends_with(vs_trim), || {
+        format!("broadcast {vs:?} over {xs:?}")
+    })
+}
+
+/// `layer_norm` over the last axis: its length C (the affine's length).
+pub fn layer_norm(xs: &[usize], w: &[usize], b: &[usize]) -> Result<usize> {
+    let c = *xs.last().unwrap_or(&0);
+    check(numel(w) == c && numel(b) == c, || {
+        format!("layer_norm {xs:?} with affine {w:?}")
+    })?;
+    Ok(c)
+}
+
+/// `layer_norm_item`: the item size (the affine's length).
+pub fn layer_norm_item(xs: &[usize], w: &[usize], b: &[usize]) -> Result<usize> {
+    check(!xs.is_empty(), || "layer_norm_item of a scalar".into())?;
+    let item = numel(&xs[1..]);
+    check(numel(w) == item && numel(b) == item, || {
+        format!("layer_norm_item {xs:?} with affine {w:?}")
+    })?;
+    Ok(item)
+}
+
 /// `linear`: (m, k, n, output shape).
 pub fn linear(
     xs: &[usize],
@@ -183,5 +282,35 @@ mod tests {
         .is_err());
         assert!(conv_transpose(&[1, 8, 4], [2, 2, 2], &[4, 3, 2, 2, 1], 3).is_err());
         assert!(resize(&[1, 1, 0, 4, 4], [2, 2, 2]).is_err());
+    }
+
+    #[test]
+    fn plumbing_and_elementwise_checks() {
+        assert!(upload(6, &[2, 3]).is_ok());
+        assert_eq!(
+            upload(5, &[2, 3]).unwrap_err().to_string(),
+            "shape: upload of 5 values as [2, 3]"
+        );
+        assert!(reshape(&[2, 3], &[6]).is_ok() && reshape(&[2, 3], &[5]).is_err());
+        assert_eq!(repeat_batch(&[2, 3], 4).unwrap(), vec![8, 3]);
+        assert!(repeat_batch(&[], 2).is_err());
+        assert!(repeat_batch(&[usize::MAX, 1], 2).is_err());
+        assert_eq!(slice_batch(&[5, 2], 1, 3).unwrap(), vec![3, 2]);
+        assert!(slice_batch(&[5, 2], 3, 3).is_err());
+        assert!(slice_batch(&[5, 2], usize::MAX, 2).is_err());
+        assert_eq!(concat_batch(&[&[1, 2], &[3, 2]]).unwrap(), vec![4, 2]);
+        assert!(concat_batch(&[]).is_err());
+        assert!(concat_batch(&[&[1, 2], &[]]).is_err());
+        assert!(concat_batch(&[&[1, 2], &[1, 3]]).is_err());
+        assert_eq!(narrow_rows(&[2, 9, 4], 3, 6).unwrap(), (2, 9, 4));
+        assert!(narrow_rows(&[2, 9, 4], 4, 6).is_err());
+        assert!(add(&[2, 3], &[2, 3]).is_ok() && add(&[2, 3], &[3, 2]).is_err());
+        assert!(add_broadcast(&[2, 5, 3], &[1, 5, 3]).is_ok());
+        assert!(add_broadcast(&[2, 5, 3], &[3]).is_ok());
+        assert!(add_broadcast(&[2, 5, 3], &[5]).is_err());
+        assert_eq!(layer_norm(&[4, 7], &[7], &[7]).unwrap(), 7);
+        assert!(layer_norm(&[4, 7], &[6], &[7]).is_err());
+        assert_eq!(layer_norm_item(&[2, 3, 4], &[3, 4], &[12]).unwrap(), 12);
+        assert!(layer_norm_item(&[], &[1], &[1]).is_err());
     }
 }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use segvol::backend::cpu::volume::resize;
+use segvol::backend::interp::resize;
 use segvol::backend::{Backend, Interp};
 use segvol::error::{Error, Result};
 use segvol::io::nifti::{probe_ct, read_ct, HeaderInfo};
@@ -37,6 +37,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
             Ok((v, n.trim().to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
+    for (_, name) in &classes {
+        if let Some(w) = super::categories::unknown_text_warning(name) {
+            eprintln!("{w}");
+        }
+    }
     let limit = memory_limit(&args.engine)?;
     if let Some(out) = &args.output {
         check_output_path(out, &args.ct)?;

@@ -2,6 +2,7 @@
 //! file and only calls the library.
 
 mod bench;
+mod categories;
 mod common;
 mod eval;
 mod segment;
@@ -45,6 +46,12 @@ pub enum Command {
     },
     /// Time the encoder, the decoder and the whole pipeline on one device.
     Bench(BenchArgs),
+    /// List the category names SegVol was trained on (the 25 M3D-Seg datasets' labels).
+    Categories {
+        /// Write them, with their datasets, as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Write the synthetic test weights ("synth v2"): meaningless masks, for tests and benchmarks.
     SynthWeights {
         #[arg(long, default_value = "default")]
@@ -225,5 +232,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect { weights } => weights_cmd::inspect(&weights),
         Command::Convert { weights, output } => weights_cmd::convert(&weights, &output),
         Command::SynthWeights { config, output } => weights_cmd::synth(&config, &output),
+        Command::Categories { json } => categories::run(json.as_deref()),
     }
 }

@@ -28,6 +28,11 @@ pub fn run(args: SegmentArgs) -> Result<()> {
     };
     // Refuse a bad request or output path before loading anything.
     let n_cats = req.category_count()?;
+    for t in &args.texts {
+        if let Some(w) = super::categories::unknown_text_warning(t) {
+            eprintln!("{w}");
+        }
+    }
     let limit = memory_limit(&args.engine)?;
     check_output_path(&args.output, &args.ct)?;
     if let Some(p) = &args.probabilities {

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::backend::cpu::volume::resize;
+use crate::backend::interp::resize;
 use crate::backend::Interp;
 use crate::error::{Error, Result};
 use crate::io::nifti::CtVolume;

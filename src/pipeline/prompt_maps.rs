@@ -6,7 +6,7 @@
 //! Neither map is materialised: the cube is separable (one indicator per
 //! axis) and each positive point's preimage under `nearest` is a small box.
 
-use crate::backend::cpu::volume::nearest_index;
+use crate::backend::interp::nearest_index;
 use crate::backend::Interp;
 
 /// Maps window-local indices to ROI indices along one axis:

@@ -12,7 +12,7 @@
 
 use std::str::FromStr;
 
-use crate::backend::cpu::volume::nearest_index;
+use crate::backend::interp::nearest_index;
 use crate::backend::Interp;
 use crate::error::{Error, Result};
 

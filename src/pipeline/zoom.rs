@@ -15,7 +15,7 @@ use super::sampling::{select_points, Rng};
 use super::windows::{roi_from_bbox, roi_ranges, BoxI, WindowGrid};
 use rayon::prelude::*;
 
-use crate::backend::cpu::volume::resize;
+use crate::backend::interp::resize;
 use crate::backend::{Backend, Interp};
 use crate::error::{Error, Result};
 use crate::model::{GeomPrompt, ImageEmbedding, Prompt, SegVol, TextEmbedding};
@@ -167,6 +167,9 @@ impl<B: Backend> EmbeddingCache<B> {
     }
 }
 
+/// A preprocessed volume's dims, crop start and crop end.
+type VolumeGeometry = ([usize; 3], [usize; 3], [usize; 3]);
+
 /// Runs the pipeline for one preprocessed volume; keeps the window cache
 /// between calls so re-prompting the same volume reuses encoder work.
 pub struct Segmenter<'m, B: Backend> {
@@ -175,7 +178,7 @@ pub struct Segmenter<'m, B: Backend> {
     zoom_out_emb: Option<ImageEmbedding<B>>,
     /// The volume the embeddings belong to: its crop and zoom-out image.
     /// A different volume resets the caches.
-    volume: Option<(([usize; 3], [usize; 3], [usize; 3]), Vec<f32>)>,
+    volume: Option<(VolumeGeometry, Vec<f32>)>,
     cache: EmbeddingCache<B>,
     /// Set while `segment` runs, after it bound the volume once: the steps
     /// it calls skip their own (volume-sized) comparison.
@@ -362,26 +365,60 @@ impl<'m, B: Backend> Segmenter<'m, B> {
         let (rs, re) = roi_ranges(roi, dims);
         let size = [0, 1, 2].map(|a| re[a] - rs[a]);
         let grid = WindowGrid::new(size, win, self.opts.overlap);
-        let windows = grid.windows();
-        let single = windows.len() == 1;
+        let at = RoiLayout {
+            dims,
+            rs,
+            size,
+            windows: grid.windows(),
+            grid,
+        };
+        // The prompts read the zoom-out foreground from `logits`, which
+        // stay unchanged until every window's prompts are built.
+        let records = self.window_records(pre, cat, cat_index, &logits, &at);
+        // Windows are summed into the ROI of `logits` itself: the padding is
+        // dropped anyway, so no padded-ROI-sized buffer is needed (the sums
+        // and their order are those of a separate buffer).
+        at.for_roi_rows(&mut logits, |_, _, row| row.fill(0.0));
+        let mut host = t_host.elapsed();
+        self.decode_windows(pre, cat, &at, &records, &mut logits)?;
+        let t_avg = Instant::now();
+        average_by_coverage(&mut logits, &at);
+        host += t_avg.elapsed();
+        self.timings.zoom_in_host += host;
+        Ok(CategoryResult {
+            logits,
+            roi: Some(roi),
+            grid: Some(at.grid),
+            windows: records,
+        })
+    }
+
+    /// Step E: each window's prompts. Independent per window (each has its
+    /// own seeded generator), so they are built in parallel; the order of
+    /// the result is the windows' order.
+    fn window_records(
+        &self,
+        pre: &Preprocessed,
+        cat: &CategoryPrompt,
+        cat_index: usize,
+        logits: &[f32],
+        at: &RoiLayout,
+    ) -> Vec<WindowRecord> {
+        let (dims, rs, size, grid) = (at.dims, at.rs, at.size, &at.grid);
+        let win = grid.window;
+        let single = at.windows.len() == 1;
         let zoom = pre.zoom_out_dims;
         let cube = cat.bbox.as_ref().map(|b| CubeMap::new(b, zoom, dims));
         // Box and points together: the reference refuses this in zoom-in;
         // here the box rule wins and the points served the zoom-out pass.
         let point_map = (cube.is_none() && !cat.points.is_empty())
             .then(|| PointMap::new(&cat.points, zoom, dims));
-        // The zoom-out foreground is read from `logits`, which stay
-        // unchanged until every window's prompts are built.
         let map_shift = match self.opts.pad_mode {
             PadMode::Fixed => grid.pad_before,
             PadMode::Faithful => [0; 3],
         };
-
-        // Per-window prompts.
-        // Independent per window (each has its own seeded generator), so
-        // they are built in parallel; the order of `records` is the
-        // windows' order.
-        let records: Vec<WindowRecord> = windows
+        let seed = self.opts.seed;
+        at.windows
             .par_iter()
             .enumerate()
             .map(|(wi, &start)| {
@@ -397,8 +434,8 @@ impl<'m, B: Backend> Segmenter<'m, B> {
                     size: size[a],
                     len: win[a],
                 });
-                let preds_box = || window_foreground_bbox(&logits, dims, rs, &img_view);
-                let rec = if let Some(cube) = &cube {
+                let preds_box = || window_foreground_bbox(logits, dims, rs, &img_view);
+                if let Some(cube) = &cube {
                     let b = if single {
                         cube.bbox_in(rs, &map_view)
                             .unwrap_or(super::windows::EMPTY_BOX)
@@ -412,7 +449,7 @@ impl<'m, B: Backend> Segmenter<'m, B> {
                     }
                 } else if let Some(pm) = &point_map {
                     let pos = pm.positives_in(rs, &map_view);
-                    let mut rng = Rng::derive(self.opts.seed, &[cat_index as u64, wi as u64]);
+                    let mut rng = Rng::derive(seed, &[cat_index as u64, wi as u64]);
                     let pts = select_points(&mut rng, &pos, &[], 4, 0);
                     WindowRecord {
                         start,
@@ -425,27 +462,25 @@ impl<'m, B: Backend> Segmenter<'m, B> {
                         bbox: None,
                         points: vec![],
                     }
-                };
-                rec
-            })
-            .collect();
-
-        // Encode (or reuse) window embeddings in batches, decode, and sum
-        // into the ROI of `logits` itself: the padding is dropped anyway,
-        // so no padded-ROI-sized buffer is needed (the sums and their order
-        // are those of a separate buffer).
-        let pb = grid.pad_before;
-        let plane = dims[1] * dims[2];
-        logits
-            .par_chunks_mut(plane)
-            .skip(rs[0])
-            .take(size[0])
-            .for_each(|slab| {
-                for h in 0..size[1] {
-                    let dst = (rs[1] + h) * dims[2] + rs[2];
-                    slab[dst..dst + size[2]].fill(0.0);
                 }
-            });
+            })
+            .collect()
+    }
+
+    /// Step F: encodes (or reuses) the window embeddings in batches,
+    /// decodes each window with its prompts, and adds the part of its
+    /// logits inside the ROI to `logits`.
+    fn decode_windows(
+        &mut self,
+        pre: &Preprocessed,
+        cat: &CategoryPrompt,
+        at: &RoiLayout,
+        records: &[WindowRecord],
+        logits: &mut [f32],
+    ) -> Result<()> {
+        let (dims, rs, size, grid) = (at.dims, at.rs, at.size, &at.grid);
+        let (pb, win) = (grid.pad_before, grid.window);
+        let plane = dims[1] * dims[2];
         // A window axis range [s, s + len) in the padded frame → the part
         // inside the ROI: (first window index, first ROI index, count).
         let clip = |a: usize, s: usize| -> Option<(usize, usize, usize)> {
@@ -454,15 +489,9 @@ impl<'m, B: Backend> Segmenter<'m, B> {
             (lo < hi).then(|| (lo - s, lo - pb[a], hi - lo))
         };
         let batch = self.opts.window_batch.max(1);
-        let mut host = t_host.elapsed();
-        for chunk in (0..windows.len()).collect::<Vec<_>>().chunks(batch) {
-            let embs = self.window_embeddings(
-                pre,
-                rs,
-                size,
-                &grid,
-                chunk.iter().map(|&i| windows[i]).collect(),
-            )?;
+        for chunk in (0..at.windows.len()).collect::<Vec<_>>().chunks(batch) {
+            let starts = chunk.iter().map(|&i| at.windows[i]).collect();
+            let embs = self.window_embeddings(pre, rs, size, grid, starts)?;
             let t = Instant::now();
             for (&wi, emb) in chunk.iter().zip(embs) {
                 let rec = &records[wi];
@@ -504,39 +533,7 @@ impl<'m, B: Backend> Segmenter<'m, B> {
             }
             self.timings.zoom_in_decode += t.elapsed();
         }
-
-        // Average (constant blending) over the windows covering each voxel.
-        let t_avg = Instant::now();
-        let pad = grid.padded;
-        let cov = [0, 1, 2].map(|a| {
-            (0..pad[a])
-                .map(|i| grid.coverage(a, i) as f32)
-                .collect::<Vec<_>>()
-        });
-        logits
-            .par_chunks_mut(plane)
-            .skip(rs[0])
-            .take(size[0])
-            .enumerate()
-            .for_each(|(d, slab)| {
-                for h in 0..size[1] {
-                    let (pd, ph) = (d + pb[0], h + pb[1]);
-                    let dst = (rs[1] + h) * dims[2] + rs[2];
-                    for w in 0..size[2] {
-                        let pw = w + pb[2];
-                        let count = cov[0][pd] * cov[1][ph] * cov[2][pw];
-                        slab[dst + w] /= count;
-                    }
-                }
-            });
-        host += t_avg.elapsed();
-        self.timings.zoom_in_host += host;
-        Ok(CategoryResult {
-            logits,
-            roi: Some(roi),
-            grid: Some(grid),
-            windows: records,
-        })
+        Ok(())
     }
 
     /// Embeddings of the given windows, from the cache or the encoder.
@@ -582,6 +579,52 @@ impl<'m, B: Backend> Segmenter<'m, B> {
         }
         Ok(got.into_iter().map(|e| e.expect("filled above")).collect())
     }
+}
+
+/// Where one category's zoom-in works: the cropped frame's dims, the ROI
+/// (start `rs`, `size`) inside it, and the window grid over the ROI.
+struct RoiLayout {
+    dims: [usize; 3],
+    rs: [usize; 3],
+    size: [usize; 3],
+    grid: WindowGrid,
+    windows: Vec<[usize; 3]>,
+}
+
+impl RoiLayout {
+    /// Calls `f(d, h, row)` for every ROI row of a cropped-frame volume
+    /// (`d`, `h` relative to the ROI; `row` its `size[2]` voxels), planes
+    /// in parallel.
+    fn for_roi_rows(&self, v: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) + Sync + Send) {
+        let (dims, rs, size) = (self.dims, self.rs, self.size);
+        v.par_chunks_mut(dims[1] * dims[2])
+            .skip(rs[0])
+            .take(size[0])
+            .enumerate()
+            .for_each(|(d, slab)| {
+                for h in 0..size[1] {
+                    let dst = (rs[1] + h) * dims[2] + rs[2];
+                    f(d, h, &mut slab[dst..dst + size[2]]);
+                }
+            });
+    }
+}
+
+/// Step G: constant blending, each ROI voxel divided by the number of
+/// windows that cover it (the per-axis coverages multiply).
+fn average_by_coverage(logits: &mut [f32], at: &RoiLayout) {
+    let (grid, pb) = (&at.grid, at.grid.pad_before);
+    let cov = [0, 1, 2].map(|a| {
+        (0..grid.padded[a])
+            .map(|i| grid.coverage(a, i) as f32)
+            .collect::<Vec<_>>()
+    });
+    at.for_roi_rows(logits, |d, h, row| {
+        let dh = cov[0][d + pb[0]] * cov[1][h + pb[1]];
+        for (w, v) in row.iter_mut().enumerate() {
+            *v /= dh * cov[2][w + pb[2]];
+        }
+    });
 }
 
 /// `generate_box` of the zoom-out foreground as one window shows it: the
@@ -760,19 +803,8 @@ mod tests {
     #[test]
     fn window_bbox_matches_the_voxelwise_definition() {
         let dims = [9, 11, 13];
-        let mut s = 7u64;
-        let logits: Vec<f32> = (0..dims.iter().product::<usize>())
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                if (s >> 60) == 0 {
-                    1.0
-                } else {
-                    -1.0
-                }
-            })
-            .collect();
+        // About one voxel in 16 foreground.
+        let logits: Vec<f32> = crate::test_data::uniform(dims.iter().product(), 7, -15.0, 1.0);
         let rs = [1, 2, 3];
         let size = [6, 7, 8];
         for (start, shift, len) in [(0, 2, 5), (3, 2, 5), (6, 0, 4), (0, 0, 9), (9, 1, 4)] {

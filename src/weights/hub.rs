@@ -1,6 +1,8 @@
 //! Finding the official weights when the user names none: the Hugging Face
 //! cache (`$HF_HUB_CACHE`, `$HF_HOME/hub`, or `~/.cache/huggingface/hub`),
-//! downloading `BAAI/SegVol` once with `hf-hub` when it is missing.
+//! downloading `BAAI/SegVol` once with `hf-hub` when it is missing. The
+//! environment is read as `huggingface_hub` reads it: `HF_ENDPOINT` (a mirror)
+//! and `HF_HUB_OFFLINE` (never download) too.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +22,30 @@ pub fn cache_dir() -> Option<PathBuf> {
         return Some(PathBuf::from(d).join("hub"));
     }
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+}
+
+/// `HF_HUB_OFFLINE` as `huggingface_hub` reads it: "1", "true", "yes" or
+/// "on" (any case) mean offline.
+pub fn offline_from(value: Option<&str>) -> bool {
+    value.is_some_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
+}
+
+/// Whether this process may not download (`HF_HUB_OFFLINE`).
+pub fn offline() -> bool {
+    offline_from(std::env::var("HF_HUB_OFFLINE").ok().as_deref())
+}
+
+/// The hub's address: `HF_ENDPOINT` (a mirror) without a trailing slash, or
+/// `None` for the default.
+pub fn endpoint_from(value: Option<&str>) -> Option<String> {
+    value
+        .map(|v| v.trim().trim_end_matches('/').to_string())
+        .filter(|v| !v.is_empty())
 }
 
 /// A snapshot folder of the repo that already holds the weights.
@@ -51,6 +77,12 @@ pub fn official_weights(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     if let Some(s) = cached_snapshot(&cache) {
         return Ok(s);
     }
+    if offline() {
+        return Err(Error::Invalid(format!(
+            "HF_HUB_OFFLINE is set and {REPO} is not in the Hugging Face cache ({}); pass --weights PATH",
+            cache.display()
+        )));
+    }
     download(&cache, progress)
 }
 
@@ -67,15 +99,18 @@ fn download(cache: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         "downloading {REPO} ({WEIGHTS_FILE}, 724 MB) into {}",
         cache.display()
     ));
-    let api = hf_hub::api::sync::ApiBuilder::new()
+    let mut builder = hf_hub::api::sync::ApiBuilder::new()
         .with_cache_dir(cache.to_path_buf())
-        .with_progress(true)
-        .build()
-        .map_err(|e| {
-            Error::Invalid(format!(
-                "cannot set up the Hugging Face download: {e}; pass --weights PATH"
-            ))
-        })?;
+        .with_progress(true);
+    if let Some(e) = endpoint_from(std::env::var("HF_ENDPOINT").ok().as_deref()) {
+        progress(&format!("from HF_ENDPOINT {e}"));
+        builder = builder.with_endpoint(e);
+    }
+    let api = builder.build().map_err(|e| {
+        Error::Invalid(format!(
+            "cannot set up the Hugging Face download: {e}; pass --weights PATH"
+        ))
+    })?;
     let repo = api.model(REPO.to_string());
     let weights = repo.get(WEIGHTS_FILE).map_err(|e| {
         Error::Invalid(format!(
@@ -99,6 +134,23 @@ fn download(cache: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_environment_as_huggingface_hub_does() {
+        for v in ["1", "true", "YES", " on "] {
+            assert!(offline_from(Some(v)), "{v}");
+        }
+        for v in ["0", "false", "", "no"] {
+            assert!(!offline_from(Some(v)), "{v}");
+        }
+        assert!(!offline_from(None));
+        assert_eq!(
+            endpoint_from(Some("https://hf-mirror.example/ ")),
+            Some("https://hf-mirror.example".into())
+        );
+        assert_eq!(endpoint_from(Some("  ")), None);
+        assert_eq!(endpoint_from(None), None);
+    }
 
     #[test]
     fn finds_a_cached_snapshot() {

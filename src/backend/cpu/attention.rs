@@ -20,7 +20,7 @@ pub struct Tiling {
 
 impl Tiling {
     /// Swept on the ViT's 12 heads × 64 × 2048 tokens (docs/PERF.md,
-    /// `examples/cpu_attention_tiling.rs`): larger blocks amortise sgemm's
+    /// `tools/cpu_attention_tiling.rs`): larger blocks amortise sgemm's
     /// operand packing; 256 rows still give 96 tasks to balance over the
     /// pool, and a task's 256×512 scores (512 KB) stay in L2.
     pub const DEFAULT: Tiling = Tiling {
@@ -167,15 +167,7 @@ mod tests {
     use super::*;
 
     fn rnd(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-            })
-            .collect()
+        crate::test_data::uniform(n, seed, -2.0, 2.0)
     }
 
     /// Plain softmax(q·kᵀ·scale)·v in f64.

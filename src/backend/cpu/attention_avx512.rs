@@ -25,8 +25,8 @@ use std::arch::x86_64::*;
 use rayon::prelude::*;
 
 use super::attention::Operand;
-use super::simd::exp;
 use super::simd::lanes::F32x16;
+use super::simd::math::exp;
 use crate::backend::AttnSpec;
 
 /// Queries per panel: two registers of 16 lanes.
@@ -46,7 +46,7 @@ pub struct FusedTiling {
 }
 
 impl FusedTiling {
-    /// From the sweep in `examples/cpu_attention_tiling.rs` (docs/PERF.md):
+    /// From the sweep in `tools/cpu_attention_tiling.rs` (docs/PERF.md):
     /// a block of 48 keys (12 KB of K, 12 KB of V) stays in L1 while 16
     /// panels (512 queries) use it; the ViT then has 48 tasks.
     pub const DEFAULT: FusedTiling = FusedTiling {

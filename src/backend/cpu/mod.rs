@@ -17,7 +17,8 @@ use rayon::prelude::*;
 
 pub use tensor::CpuTensor;
 
-use crate::backend::shapes::{self, check, numel};
+use crate::backend::interp;
+use crate::backend::shapes::{self, numel};
 use crate::backend::{Activation, AttnOperand, AttnSpec, Backend, Interp};
 use crate::error::{Error, Result};
 use crate::weights::WeightView;
@@ -81,6 +82,7 @@ impl Backend for CpuBackend {
     }
 
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<CpuTensor> {
+        shapes::upload(data.len(), shape)?;
         let mut v = tensor::scratch(data.len());
         v.copy_from_slice(data);
         CpuTensor::from_vec(v, shape)
@@ -116,6 +118,7 @@ impl Backend for CpuBackend {
     }
 
     fn reshape(&self, t: CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
+        shapes::reshape(t.shape(), shape)?;
         t.reshape(shape)
     }
 
@@ -124,56 +127,36 @@ impl Backend for CpuBackend {
     }
 
     fn repeat_batch(&self, x: &CpuTensor, n: usize) -> Result<CpuTensor> {
-        let shape = x.shape();
-        check(!shape.is_empty(), || "repeat_batch of a scalar".into())?;
-        let item = numel(&shape[1..]);
+        let s = shapes::repeat_batch(x.shape(), n)?;
+        let item = numel(&x.shape()[1..]);
         let mut out = Vec::with_capacity(x.len() * n);
         for it in x.data().chunks(item.max(1)) {
             for _ in 0..n {
                 out.extend_from_slice(it);
             }
         }
-        let mut s = shape.to_vec();
-        s[0] *= n;
         CpuTensor::from_vec(out, &s)
     }
 
     fn slice_batch(&self, x: &CpuTensor, start: usize, len: usize) -> Result<CpuTensor> {
-        let shape = x.shape();
-        check(!shape.is_empty() && start + len <= shape[0], || {
-            format!("slice {start}+{len} of {shape:?}")
-        })?;
-        let item = numel(&shape[1..]);
-        let mut s = shape.to_vec();
-        s[0] = len;
+        let s = shapes::slice_batch(x.shape(), start, len)?;
+        let item = numel(&s[1..]);
         let mut v = tensor::scratch(len * item);
         v.copy_from_slice(&x.data()[start * item..(start + len) * item]);
         CpuTensor::from_vec(v, &s)
     }
 
     fn concat_batch(&self, xs: &[&CpuTensor]) -> Result<CpuTensor> {
-        check(!xs.is_empty(), || "concat of nothing".into())?;
-        let tail = &xs[0].shape()[1..];
-        let mut out = Vec::new();
-        let mut n0 = 0;
+        let s = shapes::concat_batch(&xs.iter().map(|x| x.shape()).collect::<Vec<_>>())?;
+        let mut out = Vec::with_capacity(numel(&s));
         for x in xs {
-            check(&x.shape()[1..] == tail, || {
-                format!("concat {:?} with {:?}", xs[0].shape(), x.shape())
-            })?;
             out.extend_from_slice(x.data());
-            n0 += x.shape()[0];
         }
-        let mut s = vec![n0];
-        s.extend_from_slice(tail);
         CpuTensor::from_vec(out, &s)
     }
 
     fn narrow_rows(&self, x: &CpuTensor, start: usize, len: usize) -> Result<CpuTensor> {
-        let s = x.shape();
-        check(s.len() == 3 && start + len <= s[1], || {
-            format!("narrow rows {start}+{len} of {s:?}")
-        })?;
-        let (b, n, c) = (s[0], s[1], s[2]);
+        let (b, n, c) = shapes::narrow_rows(x.shape(), start, len)?;
         let mut out = Vec::with_capacity(b * len * c);
         for bi in 0..b {
             out.extend_from_slice(&x.data()[(bi * n + start) * c..(bi * n + start + len) * c]);
@@ -265,9 +248,7 @@ impl Backend for CpuBackend {
     }
 
     fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        check(a.shape() == b.shape(), || {
-            format!("add {:?} + {:?}", a.shape(), b.shape())
-        })?;
+        shapes::add(a.shape(), b.shape())?;
         let out = self.run(|| {
             let mut out = tensor::scratch(a.len());
             out.par_chunks_mut(1 << 14)
@@ -284,19 +265,8 @@ impl Backend for CpuBackend {
     }
 
     fn add_broadcast(&self, x: &CpuTensor, v: &CpuTensor) -> Result<CpuTensor> {
-        let (xs, vs) = (x.shape(), v.shape());
-        // Leading 1s of v do not count: [1, N, C] broadcasts like [N, C].
-        let vs_trim: &[usize] = {
-            let lead = vs
-                .iter()
-                .take_while(|&&d| d == 1)
-                .count()
-                .min(vs.len().saturating_sub(1));
-            &vs[lead..]
-        };
-        check(xs.len() >= vs_trim.len() && xs.ends_with(vs_trim), || {
-            format!("broadcast {vs:?} over {xs:?}")
-        })?;
+        let xs = x.shape();
+        shapes::add_broadcast(xs, v.shape())?;
         let n = v.len();
         let out = self.run(|| {
             let mut out = tensor::scratch(x.len());
@@ -319,10 +289,7 @@ impl Backend for CpuBackend {
         b: &CpuTensor,
         eps: f32,
     ) -> Result<CpuTensor> {
-        let c = *x.shape().last().unwrap_or(&0);
-        check(w.len() == c && b.len() == c, || {
-            format!("layer_norm {:?} with affine {:?}", x.shape(), w.shape())
-        })?;
+        shapes::layer_norm(x.shape(), w.shape(), b.shape())?;
         let mut out = tensor::scratch(x.len());
         self.run(|| norm::layer_norm_rows(x.data(), w.data(), b.data(), eps, &mut out));
         CpuTensor::from_vec(out, x.shape())
@@ -336,19 +303,14 @@ impl Backend for CpuBackend {
         eps: f32,
         act: Activation,
     ) -> Result<CpuTensor> {
-        let s = x.shape();
-        check(!s.is_empty(), || "layer_norm_item of a scalar".into())?;
-        let item = numel(&s[1..]);
-        check(w.len() == item && b.len() == item, || {
-            format!("layer_norm_item {s:?} with affine {:?}", w.shape())
-        })?;
+        let item = shapes::layer_norm_item(x.shape(), w.shape(), b.shape())?;
         let mut out = tensor::scratch(x.len());
         self.run(|| {
             for (o, xi) in out.chunks_mut(item).zip(x.data().chunks(item)) {
                 norm::layer_norm_item(xi, w.data(), b.data(), eps, act, o);
             }
         });
-        CpuTensor::from_vec(out, s)
+        CpuTensor::from_vec(out, x.shape())
     }
 
     fn attention(
@@ -452,7 +414,7 @@ impl Backend for CpuBackend {
         let s = x.shape();
         let (planes, inp) = shapes::resize(s, out)?;
         let mut o = tensor::scratch(planes * numel(&out));
-        self.run(|| volume::resize(x.data(), planes, inp, out, mode, &mut o));
+        self.run(|| interp::resize(x.data(), planes, inp, out, mode, &mut o));
         CpuTensor::from_vec(o, &[s[0], s[1], out[0], out[1], out[2]])
     }
 }
@@ -462,16 +424,7 @@ mod tests {
     use super::*;
 
     fn rnd(cpu: &CpuBackend, shape: &[usize], seed: u64) -> CpuTensor {
-        let n = numel(shape);
-        let mut s = seed;
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect();
+        let v = crate::test_data::uniform(numel(shape), seed, -0.5, 0.5);
         cpu.upload(&v, shape).unwrap()
     }
 
@@ -479,6 +432,30 @@ mod tests {
     /// every op must overwrite all of its output. Runs each op, fills the pool
     /// with NaN buffers of the output's size, runs it again and wants the
     /// same bits.
+    /// The box of a [1, D, H, W] volume, element by element, and the
+    /// refusals (outside the volume, a batch of two).
+    #[test]
+    fn download_box_selects_the_box() {
+        let cpu = CpuBackend::new();
+        let dims = [3, 4, 5];
+        let v: Vec<f32> = (0..60).map(|i| i as f32).collect();
+        let t = cpu.upload(&v, &[1, 3, 4, 5]).unwrap();
+        let got = cpu.download_box(&t, [1, 2, 3], [2, 2, 2]).unwrap();
+        let mut want = vec![];
+        for d in 1..3 {
+            for h in 2..4 {
+                for w in 3..5 {
+                    want.push(((d * dims[1] + h) * dims[2] + w) as f32);
+                }
+            }
+        }
+        assert_eq!(got, want);
+        assert_eq!(cpu.download_box(&t, [0; 3], dims).unwrap(), v);
+        assert!(cpu.download_box(&t, [2, 0, 0], [2, 1, 1]).is_err());
+        let two = cpu.upload(&v, &[2, 3, 2, 5]).unwrap();
+        assert!(cpu.download_box(&two, [0; 3], [1; 3]).is_err());
+    }
+
     #[test]
     fn ops_overwrite_recycled_buffers() {
         let cpu = CpuBackend::with_threads(2).unwrap();

@@ -5,7 +5,7 @@ use cudarc::driver::{DevicePtr, LaunchConfig};
 
 use super::gemm::{Gemm, LtEpilogue};
 use super::kernels::act_code;
-use super::{check, launch, numel, CudaBackend, CudaTensor, DType};
+use super::{check, launch, CudaBackend, CudaTensor, DType};
 use crate::backend::shapes;
 use crate::backend::Activation;
 use crate::error::Result;
@@ -167,9 +167,7 @@ impl CudaBackend {
     }
 
     pub(super) fn add_impl(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
-        check(a.shape == b.shape, || {
-            format!("add {:?} + {:?}", a.shape, b.shape)
-        })?;
+        shapes::add(&a.shape, &b.shape)?;
         self.check_dtype(a, "add operand")?;
         self.check_dtype(b, "add operand")?;
         self.bind()?;
@@ -187,17 +185,8 @@ impl CudaBackend {
     }
 
     pub(super) fn add_broadcast_impl(&self, x: &CudaTensor, v: &CudaTensor) -> Result<CudaTensor> {
-        let (xs, vs) = (&x.shape, &v.shape);
-        // Leading 1s of v do not count: [1, N, C] broadcasts like [N, C].
-        let lead = vs
-            .iter()
-            .take_while(|&&d| d == 1)
-            .count()
-            .min(vs.len().saturating_sub(1));
-        let vs_trim = &vs[lead..];
-        check(xs.len() >= vs_trim.len() && xs.ends_with(vs_trim), || {
-            format!("broadcast {vs:?} over {xs:?}")
-        })?;
+        let xs = &x.shape;
+        shapes::add_broadcast(xs, &v.shape)?;
         self.check_dtype(x, "add_broadcast input")?;
         self.check_dtype(v, "add_broadcast vector")?;
         self.bind()?;
@@ -221,10 +210,7 @@ impl CudaBackend {
         b: &CudaTensor,
         eps: f32,
     ) -> Result<CudaTensor> {
-        let c = *x.shape.last().unwrap_or(&0);
-        check(w.numel() == c && b.numel() == c, || {
-            format!("layer_norm {:?} with affine {:?}", x.shape, w.shape)
-        })?;
+        let c = shapes::layer_norm(&x.shape, &w.shape, &b.shape)?;
         self.check_dtype(x, "layer_norm input")?;
         self.check_dtype(w, "layer_norm weight")?;
         self.check_dtype(b, "layer_norm bias")?;
@@ -285,11 +271,7 @@ impl CudaBackend {
         act: Activation,
     ) -> Result<CudaTensor> {
         let s = &x.shape;
-        check(!s.is_empty(), || "layer_norm_item of a scalar".into())?;
-        let item = numel(&s[1..]);
-        check(w.numel() == item && b.numel() == item, || {
-            format!("layer_norm_item {s:?} with affine {:?}", w.shape)
-        })?;
+        let item = shapes::layer_norm_item(s, &w.shape, &b.shape)?;
         check(s[0] <= 65535, || {
             format!("layer_norm_item over {} items (at most 65535)", s[0])
         })?;

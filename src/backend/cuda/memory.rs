@@ -5,7 +5,8 @@ use cudarc::driver::result as drv;
 use cudarc::driver::sys;
 use cudarc::driver::{CudaEvent, PinnedHostSlice};
 
-use super::{check, launch, numel, CudaBackend, CudaTensor, DType};
+use super::{launch, numel, CudaBackend, CudaTensor, DType};
+use crate::backend::shapes;
 use crate::error::{Error, Result};
 use crate::weights::{DType as WDType, WeightView};
 
@@ -32,9 +33,7 @@ fn drv_err(what: &str) -> impl Fn(drv::DriverError) -> Error + '_ {
 
 impl CudaBackend {
     pub(super) fn upload_f32(&self, data: &[f32], shape: &[usize]) -> Result<CudaTensor> {
-        check(numel(shape) == data.len(), || {
-            format!("upload of {} values as {shape:?}", data.len())
-        })?;
+        shapes::upload(data.len(), shape)?;
         self.bind()?;
         let t = self.alloc(shape)?;
         if t.ptr == 0 {
@@ -241,11 +240,9 @@ impl CudaBackend {
     }
 
     pub(super) fn repeat_batch_impl(&self, x: &CudaTensor, n: usize) -> Result<CudaTensor> {
-        check(!x.shape.is_empty(), || "repeat_batch of a scalar".into())?;
+        let s = shapes::repeat_batch(&x.shape, n)?;
         self.check_dtype(x, "repeat_batch input")?;
         self.bind()?;
-        let mut s = x.shape.clone();
-        s[0] *= n;
         let out = self.alloc(&s)?;
         let item = numel(&x.shape[1..]) * x.dtype.size();
         for i in 0..x.shape[0] {
@@ -271,14 +268,9 @@ impl CudaBackend {
         start: usize,
         len: usize,
     ) -> Result<CudaTensor> {
-        check(
-            !x.shape.is_empty() && start.checked_add(len).is_some_and(|e| e <= x.shape[0]),
-            || format!("slice {start}+{len} of {:?}", x.shape),
-        )?;
+        let s = shapes::slice_batch(&x.shape, start, len)?;
         self.check_dtype(x, "slice_batch input")?;
         self.bind()?;
-        let mut s = x.shape.clone();
-        s[0] = len;
         let out = self.alloc(&s)?;
         let item = numel(&x.shape[1..]) * x.dtype.size();
         self.copy_d2d(out.ptr, x.ptr + (start * item) as u64, len * item)?;
@@ -286,20 +278,11 @@ impl CudaBackend {
     }
 
     pub(super) fn concat_batch_impl(&self, xs: &[&CudaTensor]) -> Result<CudaTensor> {
-        check(!xs.is_empty(), || "concat of nothing".into())?;
-        check(xs.iter().all(|x| !x.shape.is_empty()), || {
-            "concat of a scalar".into()
-        })?;
-        let tail = &xs[0].shape[1..];
+        let s = shapes::concat_batch(&xs.iter().map(|x| x.shape.as_slice()).collect::<Vec<_>>())?;
         for x in xs {
-            check(&x.shape[1..] == tail, || {
-                format!("concat {:?} with {:?}", xs[0].shape, x.shape)
-            })?;
             self.check_dtype(x, "concat_batch input")?;
         }
         self.bind()?;
-        let mut s = vec![xs.iter().map(|x| x.shape[0]).sum()];
-        s.extend_from_slice(tail);
         let out = self.alloc(&s)?;
         let mut off = 0u64;
         for x in xs {
@@ -316,14 +299,9 @@ impl CudaBackend {
         start: usize,
         len: usize,
     ) -> Result<CudaTensor> {
-        let s = &x.shape;
-        check(
-            s.len() == 3 && start.checked_add(len).is_some_and(|e| e <= s[1]),
-            || format!("narrow rows {start}+{len} of {s:?}"),
-        )?;
+        let (b, n, c) = shapes::narrow_rows(&x.shape, start, len)?;
         self.check_dtype(x, "narrow_rows input")?;
         self.bind()?;
-        let (b, n, c) = (s[0], s[1], s[2]);
         let out = self.alloc(&[b, len, c])?;
         let es = x.dtype.size();
         let width = len * c * es;

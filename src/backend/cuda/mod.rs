@@ -30,7 +30,7 @@
 //! | attention | `attn_mma_{D}_{warps}` (bf16 tensor cores, flash-style) or `attn_generic_*` (f32 arithmetic; parity mode and odd head dims) |
 //! | patch_embed | `im2col` → GEMM → `epilogue` (bias + position embedding) |
 //! | conv_transpose_k2s2 | GEMM `[B·S, Cin]·[Cin, Cout·8]` → `convt_scatter` (bias + activation) |
-//! | resize | host-computed taps (the CPU backend's functions) → `resize_trilinear` / `resize_nearest` |
+//! | resize | host-computed taps (`backend::interp`, shared with the CPU backend) → `resize_trilinear` / `resize_nearest` |
 
 pub mod device;
 pub mod gemm;
@@ -417,9 +417,7 @@ impl Backend for CudaBackend {
     }
 
     fn reshape(&self, mut t: CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
-        check(numel(shape) == t.numel(), || {
-            format!("cannot reshape {:?} to {shape:?}", t.shape)
-        })?;
+        crate::backend::shapes::reshape(&t.shape, shape)?;
         t.shape = shape.to_vec();
         Ok(t)
     }

@@ -6,7 +6,7 @@ use cudarc::driver::{DevicePtr, LaunchConfig};
 use super::gemm::Gemm;
 use super::kernels::act_code;
 use super::{check, launch, numel, CudaBackend, CudaTensor};
-use crate::backend::cpu::volume::{linear_taps, nearest_index};
+use crate::backend::interp::{linear_taps, nearest_index};
 use crate::backend::shapes;
 use crate::backend::{Activation, Interp};
 use crate::error::{Error, Result};

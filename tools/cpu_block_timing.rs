@@ -10,11 +10,11 @@
 use std::time::Instant;
 
 use segvol::backend::cpu::CpuBackend;
-use segvol::backend::{Activation, AttnOperand, AttnSpec, Backend};
+use segvol::backend::{Activation, AttnOperand, Backend};
 
 #[path = "../benches/support/mod.rs"]
 mod support;
-use support::{cpu_ns, ones, rnd, HEADS, MLP, TOKENS, WIDTH};
+use support::{cpu_ns, ones, rnd, vit_attention, MLP, TOKENS, WIDTH};
 
 const STEPS: [&str; 7] = [
     "layer_norm 1",
@@ -47,15 +47,7 @@ fn main() -> segvol::Result<()> {
         rnd(&cpu, &[WIDTH, MLP], 38, 0.018),
         rnd(&cpu, &[WIDTH], 39, 0.1),
     );
-    let spec = AttnSpec {
-        batch: 1,
-        heads: HEADS,
-        head_dim: WIDTH / HEADS,
-        q_len: TOKENS,
-        kv_len: TOKENS,
-        scale: 0.125,
-        causal: false,
-    };
+    let spec = vit_attention();
     let x0 = rnd(&cpu, &[1, TOKENS, WIDTH], 30, 1.0);
 
     let mut step_times = vec![Vec::new(); STEPS.len()];
