@@ -1,5 +1,5 @@
 """The Python package against the CLI and on bad input. Runs against the
-installed wheel (pip install ./python); needs the fixtures' small CT
+installed wheel (pip install . at the repository root); needs the fixtures' small CT
 ($SEGVOL_SHARED or ../shared) and the segvol CLI ($SEGVOL_BIN or
 target/release/segvol) for the synthetic weights and the comparison."""
 
