@@ -5,44 +5,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+use common::cli::{bin, tiny_weights, tmp};
 use common::fixture;
 use segvol::api::{Engine, Options, Session};
 use segvol::io::affine;
 use segvol::io::nifti::{read_ct, CtVolume};
 use segvol::pipeline::request::Request;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_segvol"))
-}
-
-fn tmp() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("api");
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Tiny synthetic weights as a file, so the CLI and the library load the same bytes.
-fn tiny_weights() -> &'static Path {
-    static W: OnceLock<PathBuf> = OnceLock::new();
-    W.get_or_init(|| {
-        let p = tmp().join("tiny.safetensors");
-        let out = bin()
-            .args(["synth-weights", "--config", "tiny", "-o"])
-            .arg(&p)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        p
-    })
-}
 
 fn engine() -> Arc<Engine> {
     static E: OnceLock<Arc<Engine>> = OnceLock::new();

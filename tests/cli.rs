@@ -3,41 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
+use common::cli::{bin, tiny_weights, tmp};
 use common::fixture;
 use segvol::io::nifti::read_ct;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_segvol"))
-}
-
-fn tmp() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli");
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Tiny synthetic weights, written once per test run.
-fn tiny_weights() -> &'static Path {
-    static W: OnceLock<PathBuf> = OnceLock::new();
-    W.get_or_init(|| {
-        let p = tmp().join("tiny.safetensors");
-        let out = bin()
-            .args(["synth-weights", "--config", "tiny", "-o"])
-            .arg(&p)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        p
-    })
-}
 
 fn run_ok(cmd: &mut Command) -> (String, String) {
     let out = cmd.output().unwrap();

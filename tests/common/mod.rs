@@ -1,6 +1,7 @@
 //! Shared test helpers: where the fixtures are, and tensor comparisons.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod gen;
 
 use std::path::PathBuf;
