@@ -44,6 +44,7 @@ use crate::io::write::{write_label_map, write_probabilities};
 use crate::model::{ClipTokenizer, SegVol, TextEmbedder, TextEmbedding};
 use crate::pipeline::output::{label_counts, label_map, probability_map, Placement};
 use crate::pipeline::preprocess::{preprocess_ct, Preprocessed};
+use crate::pipeline::progress::Progress;
 use crate::pipeline::prompts::{Frame, UserBox, UserPoint};
 use crate::pipeline::request::{Category, Request};
 use crate::pipeline::windows::BoxI;
@@ -191,7 +192,7 @@ impl<B: Backend> Engine<B> {
         mut pre: Preprocessed,
         request: &Request,
         opts: &Options,
-        progress: &mut dyn FnMut(&str),
+        progress: &mut dyn FnMut(Progress),
     ) -> Result<Segmentation> {
         let cats = self.categories(ct, &pre, request)?;
         let prompts: Vec<_> = cats.iter().map(|c| c.prompt.clone()).collect();

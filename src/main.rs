@@ -10,10 +10,11 @@ fn main() {
         Ok(a) => a,
         Err(e) => usage_error(e),
     };
+    cli::log::init(args.verbose, args.quiet);
     // Outputs are written through registered temporary files; SIGINT and
     // SIGTERM remove them and exit 130.
     if let Err(e) = segvol::tempfiles::install_interrupt_handler() {
-        eprintln!("segvol: warning: {e}");
+        tracing::warn!("{e}");
     }
     if let Err(e) = cli::run(args) {
         eprintln!("segvol: error: {}", one_line(&e.to_string()));

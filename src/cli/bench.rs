@@ -101,7 +101,7 @@ impl BackendTask for Task {
     fn run<B: Backend>(self, backend: B) -> Result<()> {
         let a = self.args;
         let device = backend.name();
-        eprintln!("bench: device {device}");
+        tracing::info!("bench: device {device}");
         let t0 = Instant::now();
         let (model, mut texts, weights_desc) = match &a.engine.weights {
             Some(w) => {
@@ -143,7 +143,7 @@ impl BackendTask for Task {
                 )
             }
         };
-        eprintln!(
+        tracing::info!(
             "bench: weights {weights_desc}; volume {volume_desc}, cropped {:?}",
             pre.cropped_dims()
         );

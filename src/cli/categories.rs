@@ -54,7 +54,7 @@ pub fn run(json: Option<&Path>) -> Result<()> {
 pub fn unknown_text_warning(name: &str) -> Option<String> {
     (!is_known(name)).then(|| {
         format!(
-            "warning: {name:?} is not one of the names SegVol was trained on (`segvol categories` \
+            "{name:?} is not one of the names SegVol was trained on (`segvol categories` \
              lists them); nearest: {}. Running it anyway: the text encoder takes any text.",
             nearest(name, 3).join(", ")
         )

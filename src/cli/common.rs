@@ -14,24 +14,38 @@ use segvol::backend::Backend;
 use segvol::error::{Error, Result};
 use segvol::model::{SegVol, TextEmbedder};
 use segvol::pipeline::memory::{Estimate, MemoryLimit, Workload};
+use segvol::pipeline::progress::Progress as Step;
 use segvol::pipeline::zoom::ZoomOptions;
 use segvol::tempfiles::TempFile;
 use segvol::weights::hub;
 
 use super::EngineArgs;
 
-/// Progress on stderr: each step is announced, and its duration printed
-/// when it took more than a second.
+/// Progress lines (info-level `tracing` events, so `-q` hides them): each
+/// step is announced, and its duration printed when it took more than a
+/// second. The step durations go into the JSON summaries.
 pub struct Progress {
+    /// The run's start: every line shows the time since.
     start: Instant,
+    /// Since when this progress counts (a case's own start in a cohort).
+    own_start: Instant,
+    /// Put before every line: the case in a cohort run.
+    prefix: String,
     current: Option<(String, Instant)>,
     pub steps: Vec<(String, f64)>,
 }
 
 impl Progress {
     pub fn new() -> Self {
+        Progress::since(Instant::now(), String::new())
+    }
+
+    /// Lines timed from `start`, each beginning with `prefix`.
+    pub fn since(start: Instant, prefix: String) -> Self {
         Progress {
-            start: Instant::now(),
+            start,
+            own_start: Instant::now(),
+            prefix,
             current: None,
             steps: Vec::new(),
         }
@@ -39,29 +53,37 @@ impl Progress {
 
     pub fn step(&mut self, name: &str) {
         self.finish();
-        eprintln!("[{:7.1}s] {name}", self.start.elapsed().as_secs_f64());
+        let t = self.start.elapsed().as_secs_f64();
+        tracing::info!("[{t:7.1}s] {}{name}", self.prefix);
         self.current = Some((name.to_string(), Instant::now()));
     }
 
     pub fn note(&self, msg: &str) {
-        eprintln!("[{:7.1}s]   {msg}", self.start.elapsed().as_secs_f64());
+        let t = self.start.elapsed().as_secs_f64();
+        tracing::info!("[{t:7.1}s]   {}{msg}", self.prefix);
+    }
+
+    /// The pipeline's stages as notes (single windows go to the bars only).
+    pub fn pipeline(&self, step: Step) {
+        if !matches!(step, Step::Window { .. }) {
+            self.note(&step.to_string());
+        }
     }
 
     pub fn finish(&mut self) {
         if let Some((name, t)) = self.current.take() {
             let s = t.elapsed().as_secs_f64();
             if s > 1.0 {
-                eprintln!(
-                    "[{:7.1}s]   {name}: {s:.1} s",
-                    self.start.elapsed().as_secs_f64()
-                );
+                let at = self.start.elapsed().as_secs_f64();
+                tracing::info!("[{at:7.1}s]   {}{name}: {s:.1} s", self.prefix);
             }
             self.steps.push((name, s));
         }
     }
 
+    /// Seconds since this progress began.
     pub fn total(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
+        self.own_start.elapsed().as_secs_f64()
     }
 }
 
@@ -106,7 +128,7 @@ pub fn dispatch<T: BackendTask>(engine: &EngineArgs, task: T) -> Result<T::Outpu
                 Ok(be) => task.run(be),
                 // auto falls back to the CPU, saying why.
                 Err(e) if requested == Device::Auto => {
-                    eprintln!("segvol: CUDA unavailable ({e}); using the CPU");
+                    tracing::warn!("CUDA unavailable ({e}); using the CPU");
                     task.run(cpu()?)
                 }
                 Err(e) => Err(e),
@@ -115,7 +137,7 @@ pub fn dispatch<T: BackendTask>(engine: &EngineArgs, task: T) -> Result<T::Outpu
         _ => {
             if requested == Device::Auto {
                 if let Some(why) = cuda_unavailable_reason() {
-                    eprintln!("segvol: no GPU ({why}); using the CPU");
+                    tracing::info!("no GPU ({why}); using the CPU");
                 }
             }
             if let Some(p) = engine.precision.as_deref().filter(|p| *p != "f32") {
@@ -199,8 +221,13 @@ pub fn check_json_path(path: &Path) -> Result<()> {
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text =
         serde_json::to_string_pretty(value).map_err(|e| Error::Invalid(format!("JSON: {e}")))?;
+    write_file(path, (text + "\n").as_bytes())
+}
+
+/// Writes bytes atomically (temporary file, then rename).
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let (tmp, mut file) = TempFile::create_for(path).map_err(|e| Error::io(path, e))?;
-    file.write_all((text + "\n").as_bytes())
+    file.write_all(bytes)
         .and_then(|_| file.sync_all())
         .map_err(|e| Error::io(tmp.path(), e))?;
     drop(file);

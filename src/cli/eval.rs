@@ -39,7 +39,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     for (_, name) in &classes {
         if let Some(w) = super::categories::unknown_text_warning(name) {
-            eprintln!("{w}");
+            tracing::warn!("{w}");
         }
     }
     let limit = memory_limit(&args.engine)?;
@@ -196,7 +196,7 @@ impl BackendTask for Task<'_> {
         let mut seg = Segmenter::new(&loaded.model, zoom_options(&args.engine));
         let results = {
             let p = &*progress;
-            seg.segment(&pre, &prompts, &mut |m| p.note(m))?
+            seg.segment(&pre, &prompts, &mut |m| p.pipeline(m))?
         };
         progress.step("scoring");
         let place = Placement {

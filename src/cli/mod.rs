@@ -1,16 +1,21 @@
 //! Command-line arguments and dispatch. Each subcommand lives in its own
 //! file and only calls the library.
 
+mod bars;
 mod bench;
+mod case;
 mod categories;
+mod cohort;
 mod common;
 mod eval;
+pub mod log;
+mod manifest;
 mod segment;
 mod weights_cmd;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use segvol::error::Result;
 use segvol::pipeline::prompts::{Frame, UserBox, UserPoint};
@@ -25,11 +30,18 @@ use segvol::pipeline::zoom::PadMode;
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Command,
+    /// More messages: -v the pipeline's stages, -vv every zoom-in window.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Warnings and errors only, no progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Segment a CT (NIfTI) from text, box and point prompts with zoom-out-zoom-in.
+    /// Segment a CT (NIfTI) from text, box and point prompts with zoom-out-zoom-in;
+    /// or a cohort of CTs (several paths, a folder, a CSV manifest) with the model loaded once.
     Segment(SegmentArgs),
     /// Segment with prompts built from a ground-truth label map and report Dice.
     Eval(EvalArgs),
@@ -140,12 +152,28 @@ pub struct EngineArgs {
 
 #[derive(Args, Debug)]
 pub struct SegmentArgs {
-    /// The CT volume (.nii or .nii.gz).
-    pub ct: PathBuf,
+    /// The CT volume (.nii or .nii.gz). Several CTs, or a folder of them,
+    /// make a cohort run (with --output-dir).
+    #[arg(value_name = "CT", required_unless_present = "manifest")]
+    pub inputs: Vec<PathBuf>,
     /// Output label map (.nii or .nii.gz), in the CT's geometry: 0/1 for one
-    /// category, 1..K in the order given for several.
+    /// category, 1..K in the order given for several. One CT only.
     #[arg(short, long)]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
+    /// Cohort run: the folder for each case's label map (named from its CT:
+    /// NAME.nii.gz), its JSON (NAME.json), and the run's summary.json and
+    /// summary.csv. Created when missing.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Cohort run from a CSV manifest, one case per row; columns: input
+    /// (required), output, text, box, point, labels, frame (several values
+    /// in one cell separated by ';'). Empty prompt cells take the command
+    /// line's.
+    #[arg(long, value_name = "CSV")]
+    pub manifest: Option<PathBuf>,
+    /// Cohort run: skip the cases whose outputs all exist (resume).
+    #[arg(long)]
+    pub skip_existing: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
     /// A category by name, e.g. liver (repeatable).

@@ -1,24 +1,24 @@
-//! `segvol segment`: CT + prompts → label map in the CT's geometry.
+//! `segvol segment`: CT + prompts → label map in the CT's geometry; or a
+//! cohort of CTs with the model loaded once (`cohort.rs`). Either way each
+//! case goes through `case.rs`.
 
-use serde_json::json;
+use std::time::Instant;
 
-use segvol::api::{Engine, Options};
+use segvol::api::Engine;
 use segvol::backend::Backend;
-use segvol::error::Result;
-use segvol::io::nifti::{probe_ct, read_ct, HeaderInfo};
-use segvol::io::write::check_output_path;
-use segvol::pipeline::memory::{check, MemoryLimit};
-use segvol::pipeline::preprocess::preprocess_ct;
+use segvol::error::{Error, Result};
+use segvol::io::nifti::probe_ct;
 use segvol::pipeline::request::Request;
 
-use super::common::{
-    check_json_path, dispatch, memory_limit, memory_note, resolve_weights, workload, write_json,
-    zoom_options, BackendTask, Progress,
-};
+use super::bars::Bars;
+use super::case::{self, Case, Settings};
+use super::cohort::{self, Plan};
+use super::common::{dispatch, memory_limit, resolve_weights, BackendTask, Progress};
 use super::SegmentArgs;
 
 pub fn run(args: SegmentArgs) -> Result<()> {
-    let mut progress = Progress::new();
+    let start = Instant::now();
+    let mut progress = Progress::since(start, String::new());
     let req = Request {
         texts: args.texts.clone(),
         boxes: args.boxes.clone(),
@@ -26,47 +26,74 @@ pub fn run(args: SegmentArgs) -> Result<()> {
         frame: Some(args.frame.into()),
         labels: args.labels.clone(),
     };
-    // Refuse a bad request or output path before loading anything.
-    let n_cats = req.category_count()?;
-    for t in &args.texts {
+    let limit = memory_limit(&args.engine)?;
+    // Refuse a bad request, output path or CT header before loading anything.
+    let work = if cohort::wanted(&args) {
+        Work::Cohort(cohort::plan(&args, &req)?)
+    } else {
+        let case = single_case(&args, req)?;
+        case.check()?;
+        probe_ct(&case.input)?;
+        Work::Single(case)
+    };
+    let texts: Vec<&str> = match &work {
+        Work::Single(c) => c.request.texts.iter().map(String::as_str).collect(),
+        Work::Cohort(p) => p.texts(),
+    };
+    for t in texts {
         if let Some(w) = super::categories::unknown_text_warning(t) {
-            eprintln!("{w}");
+            tracing::warn!("{w}");
         }
     }
-    let limit = memory_limit(&args.engine)?;
-    check_output_path(&args.output, &args.ct)?;
-    if let Some(p) = &args.probabilities {
-        check_output_path(p, &args.ct)?;
-    }
-    if let Some(j) = &args.json {
-        check_json_path(j)?;
-    }
-    let info = probe_ct(&args.ct)?;
     let weights = resolve_weights(args.engine.weights.as_deref(), &progress)?;
     progress.step("loading model");
-    let engine = args.engine.clone();
+    let settings = Settings {
+        engine: args.engine,
+        limit,
+        start,
+    };
     dispatch(
-        &engine,
+        &settings.engine,
         Task {
-            args,
-            req,
+            work,
             weights,
-            limit,
-            n_cats,
-            info,
-            progress: &mut progress,
+            settings: &settings,
+            progress,
         },
     )
 }
 
-struct Task<'p> {
-    args: SegmentArgs,
-    req: Request,
+/// The one case of a single-CT run.
+fn single_case(args: &SegmentArgs, request: Request) -> Result<Case> {
+    let input = args.inputs.first().cloned().ok_or_else(|| {
+        Error::Invalid("no CT given".into())
+    })?;
+    let output = args.output.clone().ok_or_else(|| {
+        Error::Invalid(
+            "-o OUTPUT is required for one CT (or --output-dir DIR for a cohort run)".into(),
+        )
+    })?;
+    Ok(Case {
+        label: String::new(),
+        input,
+        output,
+        probabilities: args.probabilities.clone(),
+        json: args.json.clone(),
+        request,
+        problem: None,
+    })
+}
+
+enum Work {
+    Single(Case),
+    Cohort(Plan),
+}
+
+struct Task<'s> {
+    work: Work,
     weights: std::path::PathBuf,
-    limit: MemoryLimit,
-    n_cats: usize,
-    info: HeaderInfo,
-    progress: &'p mut Progress,
+    settings: &'s Settings,
+    progress: Progress,
 }
 
 impl BackendTask for Task<'_> {
@@ -74,107 +101,23 @@ impl BackendTask for Task<'_> {
 
     fn run<B: Backend>(self, backend: B) -> Result<()> {
         let Task {
-            args,
-            req,
+            work,
             weights,
-            limit,
-            n_cats,
-            info,
-            progress,
+            settings,
+            mut progress,
         } = self;
-        let device = backend.name();
-        progress.note(&format!("device: {device}"));
+        progress.note(&format!("device: {}", backend.name()));
         let engine = Engine::load(backend, &weights)?;
-        let cfg = engine.model().config().clone();
-
-        progress.step("reading CT");
-        let mut work = workload(&args.engine, info.dims, n_cats);
-        work.probabilities = args.probabilities.is_some();
-        let est = check(&cfg, &work, limit)?;
-        progress.note(&memory_note(&est, limit));
-        let mut ct = read_ct(&args.ct)?;
-        progress.step("preprocessing");
-        let pre = preprocess_ct(&ct, cfg.spatial_size)?;
-        // The intensities are not needed past this point; only the header
-        // and geometry are, for the outputs.
-        ct.data = Vec::new();
-        work.cropped = Some(pre.cropped_dims());
-        check(&cfg, &work, limit)?;
-
-        progress.step("segmenting");
-        let opts = Options {
-            zoom: zoom_options(&args.engine),
-            probabilities: args.probabilities.is_some(),
-        };
-        let result = {
-            let p = &*progress;
-            engine.segment_preprocessed(&ct, pre, &req, &opts, &mut |m| p.note(m))?
-        };
-
-        progress.step("writing output");
-        result.write_label_map(&args.output, &ct)?;
-        if let Some(pp) = &args.probabilities {
-            result.write_probabilities(pp, &ct)?;
+        match work {
+            Work::Single(case) => {
+                let bars = Bars::new(1);
+                case::run(&engine, &case, settings, progress, &bars)?;
+                Ok(())
+            }
+            Work::Cohort(plan) => {
+                progress.finish();
+                cohort::run(&engine, &plan, settings)
+            }
         }
-        progress.finish();
-
-        let voxel_ml = ct.spacing().iter().product::<f64>() / 1000.0;
-        for (i, c) in result.categories.iter().enumerate() {
-            eprintln!(
-                "  {:>3} {:24} {:>10} voxels {:>10.1} ml",
-                i + 1,
-                c.name,
-                c.voxels,
-                c.voxels as f64 * voxel_ml
-            );
-        }
-        if let Some(jp) = &args.json {
-            let t = &result.timings;
-            let categories: Vec<_> = result
-                .categories
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    json!({
-                        "label": i + 1,
-                        "name": c.name,
-                        "voxels": c.voxels,
-                        "volume_ml": c.voxels as f64 * voxel_ml,
-                        "zoom_out_box_dhw": c.zoom_out_box,
-                        "roi_dhw_inclusive": c.roi,
-                        "windows": c.windows,
-                    })
-                })
-                .collect();
-            let steps: serde_json::Map<String, serde_json::Value> = progress
-                .steps
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect();
-            write_json(
-                jp,
-                &json!({
-                    "ct": args.ct,
-                    "output": args.output,
-                    "weights": engine.weights(),
-                    "device": device,
-                    "mode": format!("{:?}", args.engine.mode).to_lowercase(),
-                    "zoom_in": !args.engine.no_zoom_in,
-                    "categories": categories,
-                    "timings_s": {
-                        "steps": steps,
-                        "zoom_out_encode": t.zoom_out_encode.as_secs_f64(),
-                        "zoom_out_decode": t.zoom_out_decode.as_secs_f64(),
-                        "zoom_in_encode": t.zoom_in_encode.as_secs_f64(),
-                        "zoom_in_decode": t.zoom_in_decode.as_secs_f64(),
-                        "total": progress.total(),
-                    },
-                    "windows_encoded": t.windows_encoded,
-                    "windows_reused": t.windows_reused,
-                    "window_decodes": t.window_decodes,
-                }),
-            )?;
-        }
-        Ok(())
     }
 }

@@ -24,14 +24,14 @@ pub fn inspect(weights: &Path) -> Result<()> {
 pub fn convert(weights: &Path, output: &Path) -> Result<()> {
     let ck = Checkpoint::open(weights)?;
     convert_to_safetensors(&ck, output)?;
-    eprintln!("wrote {} ({} tensors)", output.display(), ck.len());
+    tracing::info!("wrote {} ({} tensors)", output.display(), ck.len());
     Ok(())
 }
 
 pub fn synth(config: &str, output: &Path) -> Result<()> {
     let cfg = ModelConfig::named(config)?;
     write_synth_safetensors(&cfg, output)?;
-    eprintln!(
+    tracing::info!(
         "wrote {} (synthetic {config} weights: meaningless masks, for tests and benchmarks)",
         output.display()
     );

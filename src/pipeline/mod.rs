@@ -4,6 +4,7 @@
 pub mod memory;
 pub mod output;
 pub mod preprocess;
+pub mod progress;
 pub mod prompt_maps;
 pub mod prompts;
 pub mod request;

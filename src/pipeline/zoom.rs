@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::is_foreground;
 use super::preprocess::Preprocessed;
+use super::progress::Progress;
 use super::prompt_maps::{AxisView, CubeMap, PointMap};
 use super::sampling::{select_points, Rng};
 use super::windows::{roi_from_bbox, roi_ranges, BoxI, WindowGrid};
@@ -292,12 +293,13 @@ impl<'m, B: Backend> Segmenter<'m, B> {
         Ok(out)
     }
 
-    /// The whole pipeline for several categories of one volume.
+    /// The whole pipeline for several categories of one volume. `progress`
+    /// is told each stage and each decoded zoom-in window as it happens.
     pub fn segment(
         &mut self,
         pre: &Preprocessed,
         cats: &[CategoryPrompt],
-        progress: &mut dyn FnMut(&str),
+        progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<CategoryResult>> {
         for (i, c) in cats.iter().enumerate() {
             if c.text.is_none() && c.bbox.is_none() && c.points.is_empty() {
@@ -318,15 +320,19 @@ impl<'m, B: Backend> Segmenter<'m, B> {
         &mut self,
         pre: &Preprocessed,
         cats: &[CategoryPrompt],
-        progress: &mut dyn FnMut(&str),
+        progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<CategoryResult>> {
-        progress("zoom-out pass");
+        report(
+            progress,
+            Progress::ZoomOut {
+                categories: cats.len(),
+            },
+        );
         let global = self.zoom_out_logits(pre, cats)?;
         let mut results = Vec::with_capacity(cats.len());
         for (ci, (cat, logits)) in cats.iter().zip(global).enumerate() {
             let res = if self.opts.zoom_in {
-                progress(&format!("zoom-in, category {}/{}", ci + 1, cats.len()));
-                self.zoom_in(pre, cat, ci, logits)?
+                self.zoom_in_reporting(pre, cat, (ci, cats.len()), logits, progress)?
             } else {
                 CategoryResult {
                     logits,
@@ -346,14 +352,36 @@ impl<'m, B: Backend> Segmenter<'m, B> {
         pre: &Preprocessed,
         cat: &CategoryPrompt,
         cat_index: usize,
-        mut logits: Vec<f32>,
+        logits: Vec<f32>,
     ) -> Result<CategoryResult> {
+        self.zoom_in_reporting(pre, cat, (cat_index, 1), logits, &mut |_| {})
+    }
+
+    /// [`Segmenter::zoom_in`] for category `of.0` of `of.1`, telling
+    /// `progress` the window count and each decoded window.
+    fn zoom_in_reporting(
+        &mut self,
+        pre: &Preprocessed,
+        cat: &CategoryPrompt,
+        of: (usize, usize),
+        mut logits: Vec<f32>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<CategoryResult> {
+        let (cat_index, categories) = of;
         self.bind_volume(pre);
         let t_host = Instant::now();
         let dims = pre.cropped_dims();
         let win = self.window_shape();
         let Some(bbox) = positive_bbox(&logits, dims) else {
             // "Fail to detect foreground": the zoom-out result is final.
+            report(
+                progress,
+                Progress::ZoomIn {
+                    category: cat_index,
+                    categories,
+                    windows: 0,
+                },
+            );
             return Ok(CategoryResult {
                 logits,
                 roi: None,
@@ -372,6 +400,14 @@ impl<'m, B: Backend> Segmenter<'m, B> {
             windows: grid.windows(),
             grid,
         };
+        report(
+            progress,
+            Progress::ZoomIn {
+                category: cat_index,
+                categories,
+                windows: at.windows.len(),
+            },
+        );
         // The prompts read the zoom-out foreground from `logits`, which
         // stay unchanged until every window's prompts are built.
         let records = self.window_records(pre, cat, cat_index, &logits, &at);
@@ -380,7 +416,16 @@ impl<'m, B: Backend> Segmenter<'m, B> {
         // and their order are those of a separate buffer).
         at.for_roi_rows(&mut logits, |_, _, row| row.fill(0.0));
         let mut host = t_host.elapsed();
-        self.decode_windows(pre, cat, &at, &records, &mut logits)?;
+        self.decode_windows(pre, cat, &at, &records, &mut logits, &mut |done| {
+            report(
+                progress,
+                Progress::Window {
+                    category: cat_index,
+                    done,
+                    windows: records.len(),
+                },
+            )
+        })?;
         let t_avg = Instant::now();
         average_by_coverage(&mut logits, &at);
         host += t_avg.elapsed();
@@ -477,6 +522,7 @@ impl<'m, B: Backend> Segmenter<'m, B> {
         at: &RoiLayout,
         records: &[WindowRecord],
         logits: &mut [f32],
+        decoded: &mut dyn FnMut(usize),
     ) -> Result<()> {
         let (dims, rs, size, grid) = (at.dims, at.rs, at.size, &at.grid);
         let (pb, win) = (grid.pad_before, grid.window);
@@ -530,6 +576,7 @@ impl<'m, B: Backend> Segmenter<'m, B> {
                         });
                 }
                 self.timings.window_decodes += 1;
+                decoded(wi + 1);
             }
             self.timings.zoom_in_decode += t.elapsed();
         }
@@ -579,6 +626,16 @@ impl<'m, B: Backend> Segmenter<'m, B> {
         }
         Ok(got.into_iter().map(|e| e.expect("filled above")).collect())
     }
+}
+
+/// Tells the caller, and `tracing` subscribers, one pipeline step: stages at
+/// debug level, single windows at trace level.
+fn report(progress: &mut dyn FnMut(Progress), p: Progress) {
+    match p {
+        Progress::Window { .. } => tracing::trace!(target: "segvol::pipeline", "{p}"),
+        _ => tracing::debug!(target: "segvol::pipeline", "{p}"),
+    }
+    progress(p);
 }
 
 /// Where one category's zoom-in works: the cropped frame's dims, the ROI
