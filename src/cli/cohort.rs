@@ -30,7 +30,10 @@ pub fn wanted(args: &SegmentArgs) -> bool {
     args.manifest.is_some()
         || args.output_dir.is_some()
         || args.inputs.len() > 1
-        || args.inputs.first().is_some_and(|p| !nifti_files(p).is_empty())
+        || args
+            .inputs
+            .first()
+            .is_some_and(|p| !nifti_files(p).is_empty())
 }
 
 fn is_nifti(p: &Path) -> bool {
@@ -203,9 +206,7 @@ pub fn plan(args: &SegmentArgs, req: &Request) -> Result<Plan> {
     let skip = cases
         .iter()
         .map(|c| {
-            args.skip_existing
-                && c.output.is_file()
-                && c.json.as_ref().is_some_and(|j| j.is_file())
+            args.skip_existing && c.output.is_file() && c.json.as_ref().is_some_and(|j| j.is_file())
         })
         .collect();
     Ok(Plan { cases, skip, dir })

@@ -73,7 +73,8 @@ pub fn read(path: &Path, default: &Request) -> Result<Vec<Entry>> {
         entries.push(Entry {
             input: base.join(input),
             output: cell("output").map(PathBuf::from),
-            request: row_request(&cell, default).map_err(|e| format!("manifest row {}: {e}", n + 2)),
+            request: row_request(&cell, default)
+                .map_err(|e| format!("manifest row {}: {e}", n + 2)),
         });
     }
     if entries.is_empty() {
@@ -83,13 +84,15 @@ pub fn read(path: &Path, default: &Request) -> Result<Vec<Entry>> {
 }
 
 /// A row's request: its own prompts when it has any, else the default's.
-fn row_request<'a>(
-    cell: &dyn Fn(&str) -> Option<&'a str>,
-    default: &Request,
-) -> Result<Request> {
+fn row_request<'a>(cell: &dyn Fn(&str) -> Option<&'a str>, default: &Request) -> Result<Request> {
     let list = |name: &str| -> Vec<&'a str> {
         cell(name)
-            .map(|v| v.split(';').map(str::trim).filter(|s| !s.is_empty()).collect())
+            .map(|v| {
+                v.split(';')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let own = ["text", "box", "point"].iter().any(|c| cell(c).is_some());

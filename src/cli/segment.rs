@@ -65,9 +65,11 @@ pub fn run(args: SegmentArgs) -> Result<()> {
 
 /// The one case of a single-CT run.
 fn single_case(args: &SegmentArgs, request: Request) -> Result<Case> {
-    let input = args.inputs.first().cloned().ok_or_else(|| {
-        Error::Invalid("no CT given".into())
-    })?;
+    let input = args
+        .inputs
+        .first()
+        .cloned()
+        .ok_or_else(|| Error::Invalid("no CT given".into()))?;
     let output = args.output.clone().ok_or_else(|| {
         Error::Invalid(
             "-o OUTPUT is required for one CT (or --output-dir DIR for a cohort run)".into(),
