@@ -92,7 +92,10 @@ impl Progress {
 pub fn resolve_weights(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf> {
     match arg {
         Some(p) => Ok(p.to_path_buf()),
-        None => hub::official_weights(&mut |m| progress.note(m)),
+        // hf-hub's own download bar, when ours would be drawn too.
+        None => {
+            hub::official_weights_with(&mut |m| progress.note(m), !super::log::bars().is_hidden())
+        }
     }
 }
 

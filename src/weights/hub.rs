@@ -1,8 +1,9 @@
 //! Finding the official weights when the user names none: the Hugging Face
 //! cache (`$HF_HUB_CACHE`, `$HF_HOME/hub`, or `~/.cache/huggingface/hub`),
 //! downloading `BAAI/SegVol` once with `hf-hub` when it is missing. The
-//! environment is read as `huggingface_hub` reads it: `HF_ENDPOINT` (a mirror)
-//! and `HF_HUB_OFFLINE` (never download) too.
+//! environment is read as `huggingface_hub` reads it: `HF_ENDPOINT` (a mirror),
+//! `HF_HUB_OFFLINE` (never download) and `HF_TOKEN` (else the token file
+//! `huggingface-cli login` leaves next to the cache) too.
 
 use std::path::{Path, PathBuf};
 
@@ -15,13 +16,24 @@ pub const SIDE_FILES: [&str; 2] = ["config.json", "tokenizer.json"];
 
 /// The hub cache folder, as `huggingface_hub` resolves it.
 pub fn cache_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("HF_HUB_CACHE") {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    cache_dir_from(var("HF_HUB_CACHE"), var("HF_HOME"), var("HOME"))
+}
+
+/// The cache folder from `HF_HUB_CACHE`, `HF_HOME` and `HOME`, in that
+/// order of precedence.
+pub fn cache_dir_from(
+    hub_cache: Option<std::ffi::OsString>,
+    hf_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    if let Some(d) = hub_cache {
         return Some(PathBuf::from(d));
     }
-    if let Some(d) = std::env::var_os("HF_HOME") {
+    if let Some(d) = hf_home {
         return Some(PathBuf::from(d).join("hub"));
     }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+    home.map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
 }
 
 /// `HF_HUB_OFFLINE` as `huggingface_hub` reads it: "1", "true", "yes" or
@@ -67,8 +79,15 @@ pub fn cached_snapshot(cache: &Path) -> Option<PathBuf> {
 }
 
 /// The folder holding the official checkpoint, downloading it on first use.
-/// `progress` gets one line per file.
+/// `progress` gets one line per file; the download draws hf-hub's progress
+/// bar on stderr when it is a terminal.
 pub fn official_weights(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    official_weights_with(progress, true)
+}
+
+/// [`official_weights`], with hf-hub's download bar on or off (off for a
+/// quiet command line).
+pub fn official_weights_with(progress: &mut dyn FnMut(&str), bar: bool) -> Result<PathBuf> {
     let cache = cache_dir().ok_or_else(|| {
         Error::Invalid(
             "no HOME or HF_HOME to find the Hugging Face cache; pass --weights PATH".into(),
@@ -83,25 +102,33 @@ pub fn official_weights(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
             cache.display()
         )));
     }
-    download(&cache, progress)
+    download(&cache, progress, bar)
 }
 
 #[cfg(not(feature = "hub"))]
-fn download(_cache: &Path, _progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+fn download(_cache: &Path, _progress: &mut dyn FnMut(&str), _bar: bool) -> Result<PathBuf> {
     Err(Error::Invalid(format!(
         "{REPO} is not in the Hugging Face cache and this build cannot download it (cargo feature `hub` is off); pass --weights PATH"
     )))
 }
 
 #[cfg(feature = "hub")]
-fn download(cache: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+fn download(cache: &Path, progress: &mut dyn FnMut(&str), bar: bool) -> Result<PathBuf> {
     progress(&format!(
         "downloading {REPO} ({WEIGHTS_FILE}, 724 MB) into {}",
         cache.display()
     ));
-    let mut builder = hf_hub::api::sync::ApiBuilder::new()
-        .with_cache_dir(cache.to_path_buf())
-        .with_progress(true);
+    // From the cache, not `ApiBuilder::new()`: the token file is then the
+    // one beside this cache (`$HF_HOME/token`), not the default home's.
+    let mut builder =
+        hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(cache.to_path_buf()))
+            .with_progress(bar);
+    if let Some(t) = std::env::var("HF_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        builder = builder.with_token(Some(t.trim().to_string()));
+    }
     if let Some(e) = endpoint_from(std::env::var("HF_ENDPOINT").ok().as_deref()) {
         progress(&format!("from HF_ENDPOINT {e}"));
         builder = builder.with_endpoint(e);
@@ -150,6 +177,24 @@ mod tests {
         );
         assert_eq!(endpoint_from(Some("  ")), None);
         assert_eq!(endpoint_from(None), None);
+    }
+
+    #[test]
+    fn the_cache_folder_follows_hf_hub_cache_then_hf_home_then_home() {
+        let os = |s: &str| Some(std::ffi::OsString::from(s));
+        assert_eq!(
+            cache_dir_from(os("/c"), os("/h"), os("/home/u")),
+            Some(PathBuf::from("/c"))
+        );
+        assert_eq!(
+            cache_dir_from(None, os("/data/hf"), os("/home/u")),
+            Some(PathBuf::from("/data/hf/hub"))
+        );
+        assert_eq!(
+            cache_dir_from(None, None, os("/home/u")),
+            Some(PathBuf::from("/home/u/.cache/huggingface/hub"))
+        );
+        assert_eq!(cache_dir_from(None, None, None), None);
     }
 
     #[test]
