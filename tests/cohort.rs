@@ -30,7 +30,7 @@ macro_rules! argv {
     ($($x:expr),* $(,)?) => { vec![$(OsString::from($x)),*] };
 }
 
-fn segment(args: &[OsString]) -> Output {
+fn segment(args: Vec<OsString>) -> Output {
     bin()
         .arg("segment")
         .args(args)
@@ -79,7 +79,7 @@ fn a_broken_case_is_reported_and_skipped_and_resume_keeps_finished_ones() {
     let run = |extra: &[&str]| {
         let mut a = argv![&cts, "--output-dir", &out, "--text", "liver"];
         a.extend(extra.iter().map(OsString::from));
-        segment(&a)
+        segment(a)
     };
     let first = run(&[]);
     let err = text(&first.stderr);
@@ -173,7 +173,7 @@ fn a_manifest_gives_per_case_prompts() {
     )
     .unwrap();
     let out = d.join("out");
-    let o = segment(&argv![
+    let o = segment(argv![
         "--manifest",
         &manifest,
         "--output-dir",
@@ -233,7 +233,7 @@ fn cohort_misuse_is_refused_up_front() {
     ];
     for (mut args, want) in cases {
         args.extend(argv!["--text", "liver"]);
-        let o = segment(&args);
+        let o = segment(args);
         let err = text(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{err}");
         let lines: Vec<&str> = err.lines().collect();
@@ -253,7 +253,7 @@ fn quiet_prints_nothing_and_verbose_shows_the_pipeline() {
     let d = fresh("quiet");
     let ct = d.join("ct.nii.gz");
     phantom(&ct, [40, 36, 24]);
-    let single = segment(&argv![
+    let single = segment(argv![
         "-q",
         &ct,
         "-o",
@@ -269,7 +269,7 @@ fn quiet_prints_nothing_and_verbose_shows_the_pipeline() {
     assert!(d.join("ct_seg.nii.gz").is_file());
 
     let out = d.join("out");
-    let cohort = segment(&argv![
+    let cohort = segment(argv![
         &ct,
         "--output-dir",
         &out,
@@ -284,7 +284,7 @@ fn quiet_prints_nothing_and_verbose_shows_the_pipeline() {
     );
     assert_eq!(summary(&out)["done"].as_u64(), Some(1));
 
-    let verbose = segment(&argv![
+    let verbose = segment(argv![
         "-v",
         &ct,
         "-o",

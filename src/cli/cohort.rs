@@ -135,11 +135,8 @@ pub fn plan(args: &SegmentArgs, req: &Request) -> Result<Plan> {
             manifest::read(m, req)?
         }
         None => {
-            let request = req.category_count().map(|_| req.clone());
-            // A bad command-line prompt fails every case: refuse it now.
-            if let Err(e) = request {
-                return Err(e);
-            }
+            // A bad command-line prompt would fail every case: refuse it now.
+            req.category_count()?;
             args.inputs
                 .iter()
                 .flat_map(|p| {
