@@ -130,16 +130,18 @@ pub fn remove_all_then<R>(then: impl FnOnce(usize) -> R) -> R {
 }
 
 /// Installs the SIGINT/SIGTERM handler (the `ctrlc` crate, "termination"
-/// feature): remove the temporary files, say so, exit 130. Safe to call more
-/// than once; later calls do nothing.
+/// feature): remove the temporary files, say so (an error-level `tracing`
+/// event), exit 130. Safe to call more than once; later calls do nothing.
 pub fn install_interrupt_handler() -> crate::Result<()> {
     static INSTALLED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     INSTALLED
         .get_or_init(|| {
             ctrlc::set_handler(|| {
                 remove_all_then(|n| {
-                    eprintln!(
-                        "segvol: error: interrupted; removed {n} temporary file{}",
+                    // A `tracing` event like every library message: the
+                    // CLI's subscriber prints it as `segvol: error: ...`.
+                    tracing::error!(
+                        "interrupted; removed {n} temporary file{}",
                         if n == 1 { "" } else { "s" }
                     );
                     std::process::exit(INTERRUPTED_EXIT)
