@@ -221,8 +221,12 @@ fn cohort_misuse_is_refused_up_front() {
     phantom(&b, [30, 30, 20]);
     let manifest = d.join("m.csv");
     std::fs::write(&manifest, "input,txt\na.nii.gz,liver\n").unwrap();
+    // The same file name in another folder: both would write a.nii.gz.
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    let a2 = d.join("sub/a.nii.gz");
+    phantom(&a2, [30, 30, 20]);
     let out = d.join("out");
-    let cases: [(Vec<OsString>, &str); 4] = [
+    let cases: [(Vec<OsString>, &str); 5] = [
         (
             argv!["--manifest", &manifest, "--output-dir", &out],
             "unknown column \"txt\"",
@@ -230,6 +234,10 @@ fn cohort_misuse_is_refused_up_front() {
         (argv![&a, &b], "needs --output-dir"),
         (argv![&a, &b, "-o", &out], "-o names one file"),
         (argv![&a], "-o OUTPUT is required"),
+        (
+            argv![&a, &a2, "--output-dir", &out],
+            "two cases would write",
+        ),
     ];
     for (mut args, want) in cases {
         args.extend(argv!["--text", "liver"]);

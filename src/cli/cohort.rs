@@ -158,7 +158,6 @@ pub fn plan(args: &SegmentArgs, req: &Request) -> Result<Plan> {
     if entries.is_empty() {
         return Err(Error::Invalid("no CT to segment".into()));
     }
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let n = entries.len();
     let mut taken: HashSet<PathBuf> = ["summary.json", "summary.csv"]
         .iter()
@@ -183,9 +182,6 @@ pub fn plan(args: &SegmentArgs, req: &Request) -> Result<Plan> {
                 )));
             }
         }
-        if let Some(parent) = output.parent() {
-            std::fs::create_dir_all(parent).map_err(|err| Error::io(parent, err))?;
-        }
         let (request, problem) = match e.request {
             Ok(r) => (r, None),
             Err(p) => (Request::default(), Some(p)),
@@ -199,6 +195,13 @@ pub fn plan(args: &SegmentArgs, req: &Request) -> Result<Plan> {
             request,
             problem,
         });
+    }
+    // Folders are made once every case is known to have its own outputs.
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    for c in &cases {
+        if let Some(parent) = c.output.parent() {
+            std::fs::create_dir_all(parent).map_err(|err| Error::io(parent, err))?;
+        }
     }
     let skip = cases
         .iter()
@@ -383,4 +386,21 @@ fn write_summary<B: Backend>(
             "cases": cases,
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_the_input() {
+        assert_eq!(case_name(Path::new("/d/ct_001.nii.gz")), "ct_001");
+        assert_eq!(case_name(Path::new("a.b.NII")), "a.b");
+        assert_eq!(case_name(Path::new("series/2.16.840")), "2.16.840");
+        assert_eq!(case_name(Path::new(".nii.gz")), ".nii.gz");
+        assert_eq!(
+            json_beside(Path::new("out/sub/x.nii.gz")),
+            PathBuf::from("out/sub/x.json")
+        );
+    }
 }

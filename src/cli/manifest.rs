@@ -122,3 +122,56 @@ fn row_request<'a>(cell: &dyn Fn(&str) -> Option<&'a str>, default: &Request) ->
     req.category_count()?;
     Ok(req)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(name: &str, text: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("segvol-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn rows_take_their_own_prompts_or_the_command_lines() {
+        let default = Request {
+            texts: vec!["kidney".into()],
+            ..Request::default()
+        };
+        let p = manifest(
+            "m.csv",
+            "\u{feff}Input, box ,labels,frame\n\
+             a.nii,\"1,2,3,4,5,6; 7,8,9,10,11,12\",x;y,world\n\
+             /abs/b.nii,,,\n\
+             c.nii,,,sideways\n",
+        );
+        let rows = read(&p, &default).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].input, p.parent().unwrap().join("a.nii"));
+        let r = rows[0].request.as_ref().unwrap();
+        assert_eq!((r.texts.len(), r.boxes.len()), (0, 2));
+        assert_eq!(r.labels, ["x", "y"]);
+        assert_eq!(r.frame, Some(Frame::World));
+        assert_eq!(rows[1].input, PathBuf::from("/abs/b.nii"));
+        assert_eq!(rows[1].request.as_ref().unwrap().texts, ["kidney"]);
+        let why = rows[2].request.as_ref().unwrap_err();
+        assert!(
+            why.starts_with("manifest row 4:") && why.contains("sideways"),
+            "{why}"
+        );
+
+        let bad = manifest("bad.csv", "input,texts\na.nii,liver\n");
+        let e = read(&bad, &default).err().unwrap().to_string();
+        assert!(e.contains("unknown column \"texts\""), "{e}");
+        let empty = manifest("empty.csv", "input,text\n");
+        assert!(read(&empty, &default)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("no rows"));
+        std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
+    }
+}
