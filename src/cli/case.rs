@@ -77,14 +77,17 @@ impl Case {
 }
 
 /// Reading and preprocessing, with the memory check before the voxels are
-/// read and again once the foreground crop is known. `bars` is the main
-/// thread's (a case read ahead does not move them).
+/// read and again once the foreground crop is known. `admit` gets the
+/// estimated peak before the voxels are read, and may wait until it fits
+/// beside the case being computed (a cohort's read-ahead). `bars` is the
+/// main thread's (a case read ahead does not move them).
 pub fn read(
     case: &Case,
     cfg: &ModelConfig,
     settings: &Settings,
     mut progress: Progress,
     bars: Option<&Bars>,
+    admit: &mut dyn FnMut(u64),
 ) -> Result<Loaded> {
     let n_cats = case.check()?;
     progress.step("reading CT");
@@ -96,6 +99,7 @@ pub fn read(
     work.probabilities = case.probabilities.is_some();
     let est = check(cfg, &work, settings.limit)?;
     progress.note(&memory_note(&est, settings.limit));
+    admit(est.peak);
     let mut ct = read_ct(&case.input)?;
     progress.step("preprocessing");
     if let Some(b) = bars {
@@ -178,7 +182,7 @@ pub fn run<B: Backend>(
     bars: &Bars,
 ) -> Result<Done> {
     let cfg = engine.model().config().clone();
-    let loaded = read(case, &cfg, settings, progress, Some(bars))?;
+    let loaded = read(case, &cfg, settings, progress, Some(bars), &mut |_| {})?;
     segment_and_write(engine, case, loaded, settings, bars)
 }
 

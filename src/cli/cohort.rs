@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use serde_json::json;
@@ -17,6 +18,7 @@ use serde_json::json;
 use segvol::api::Engine;
 use segvol::backend::Backend;
 use segvol::error::{Error, Result};
+use segvol::pipeline::memory::{constant_bytes, MemoryLimit};
 use segvol::pipeline::request::Request;
 
 use super::bars::Bars;
@@ -212,6 +214,64 @@ pub fn plan(args: &SegmentArgs, req: &Request) -> Result<Plan> {
     Ok(Plan { cases, skip, dir })
 }
 
+/// Memory admission of the case read ahead: its voxels are read while
+/// the current case computes only if both cases' estimated peaks fit the
+/// limit together (the weights and runtime counted once); otherwise the
+/// reader waits for the current case to finish. Each case's share is taken
+/// at admission and given back when the main thread is done with it.
+struct Gate {
+    /// Bytes held, and whether the main thread has stopped taking cases
+    /// (then nobody waits).
+    used: Mutex<(u64, bool)>,
+    freed: Condvar,
+    /// Bytes every case shares (weights, runtime), held all along.
+    constant: u64,
+    limit: u64,
+}
+
+impl Gate {
+    fn new(constant: u64, limit: MemoryLimit) -> Self {
+        Gate {
+            used: Mutex::new((constant, false)),
+            freed: Condvar::new(),
+            constant,
+            limit: limit.bytes,
+        }
+    }
+
+    /// Waits until a case of estimated `peak` fits, takes its share and
+    /// returns it. A case alone always fits here: one over the limit by
+    /// itself was refused by the estimate's own check.
+    fn admit(&self, peak: u64) -> u64 {
+        let share = peak.saturating_sub(self.constant);
+        let mut st = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while !st.1 && st.0 > self.constant && st.0.saturating_add(share) > self.limit {
+            st = self.freed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st.0 += share;
+        share
+    }
+
+    fn release(&self, share: u64) {
+        let mut st = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        st.0 = st.0.saturating_sub(share).max(self.constant);
+        self.freed.notify_all();
+    }
+}
+
+/// Opens the gate for good when the main thread leaves its loop, however it
+/// leaves (an error writing the summary), so the reader never waits on a
+/// case that will not finish.
+struct CloseOnDrop<'g>(&'g Gate);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.used.lock().unwrap_or_else(|p| p.into_inner());
+        st.1 = true;
+        self.0.freed.notify_all();
+    }
+}
+
 enum Status {
     Pending,
     Skipped,
@@ -241,25 +301,31 @@ pub fn run<B: Backend>(engine: &Engine<B>, plan: &Plan, settings: &Settings) -> 
     }
     let todo: Vec<usize> = (0..n).filter(|&i| !plan.skip[i]).collect();
     let started = Instant::now();
+    let gate = Gate::new(constant_bytes(&cfg), settings.limit);
     write_summary(engine, plan, &status, started)?;
     std::thread::scope(|scope| -> Result<()> {
         // Capacity 0: the reader hands a case over only when the main thread
         // takes it, so at most one case is read ahead.
         let (tx, rx) = sync_channel(0);
         let cfg = &cfg;
+        let gate = &gate;
         scope.spawn(move || {
             for i in todo {
                 let c = &plan.cases[i];
                 let t = Instant::now();
                 let progress = Progress::since(settings.start, c.label.clone());
-                let loaded = case::read(c, cfg, settings, progress, None);
+                let mut share = 0;
+                let loaded = case::read(c, cfg, settings, progress, None, &mut |peak| {
+                    share = gate.admit(peak)
+                });
                 // The case's own time: reading, not waiting for the hand-over.
-                if tx.send((i, loaded, t.elapsed())).is_err() {
+                if tx.send((i, loaded, t.elapsed(), share)).is_err() {
                     break;
                 }
             }
         });
-        for (i, loaded, read_time) in rx {
+        let _close = CloseOnDrop(gate);
+        for (i, loaded, read_time, share) in rx {
             let t = Instant::now();
             let c = &plan.cases[i];
             bars.case(c.label.trim_end_matches(": "));
@@ -273,6 +339,7 @@ pub fn run<B: Backend>(engine: &Engine<B>, plan: &Plan, settings: &Settings) -> 
                     Status::Failed(msg, secs)
                 }
             };
+            gate.release(share);
             bars.case_done();
             write_summary(engine, plan, &status, started)?;
         }
@@ -402,5 +469,38 @@ mod tests {
             json_beside(Path::new("out/sub/x.nii.gz")),
             PathBuf::from("out/sub/x.json")
         );
+    }
+
+    /// The read-ahead waits while the case being computed leaves no room,
+    /// goes ahead when it does, and never waits once the run has stopped.
+    #[test]
+    fn the_gate_admits_the_next_case_only_when_both_fit() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Duration;
+        let limit = MemoryLimit {
+            bytes: 100,
+            ..MemoryLimit::UNLIMITED
+        };
+        let gate = Gate::new(40, limit);
+        // 40 constant + 30 + 30 = 100 fits: no wait.
+        let a = gate.admit(70);
+        assert_eq!(a, 30);
+        let b = gate.admit(70);
+        gate.release(a);
+        // 40 + 30 held; another 50 would make 120: it waits for a release.
+        let admitted = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                gate.admit(90);
+                admitted.store(true, Ordering::SeqCst);
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(!admitted.load(Ordering::SeqCst));
+            gate.release(b);
+        });
+        assert!(admitted.load(Ordering::SeqCst));
+        // Closed: no waiting even when nothing fits.
+        drop(CloseOnDrop(&gate));
+        gate.admit(100);
     }
 }

@@ -181,6 +181,12 @@ pub fn weight_bytes(cfg: &ModelConfig) -> u64 {
         .sum()
 }
 
+/// What every run holds whatever the volume: the weights and the runtime.
+/// A cohort run holds it once for all its cases.
+pub fn constant_bytes(cfg: &ModelConfig) -> u64 {
+    weight_bytes(cfg) + RUNTIME_BYTES
+}
+
 /// Encoder activations of one batch of windows: attention scores dominate,
 /// with the MLP and a few token-by-hidden buffers alongside.
 fn encoder_bytes(cfg: &ModelConfig, batch: usize) -> u64 {
@@ -207,7 +213,7 @@ pub fn estimate(cfg: &ModelConfig, w: &Workload) -> Estimate {
         0
     };
     let cache = (windows * entry).min(w.cache_bytes as u64);
-    let constant = weight_bytes(cfg) + RUNTIME_BYTES;
+    let constant = constant_bytes(cfg);
     let encoder = encoder_bytes(cfg, if w.zoom_in { w.window_batch } else { 1 });
 
     // eval crops the label map once per class while the CT copy is gone.
