@@ -121,6 +121,14 @@ impl<B: Backend> Engine<B> {
     pub fn from_checkpoint(backend: B, ckpt: Checkpoint, tokenizer: ClipTokenizer) -> Result<Self> {
         let cfg = detect_config(&ckpt)?;
         let weights = ckpt.path().to_path_buf();
+        tracing::debug!(
+            target: "segvol::api",
+            "{}: {} tensors, input {:?}, on {}",
+            weights.display(),
+            ckpt.len(),
+            cfg.spatial_size,
+            backend.name()
+        );
         let model = SegVol::load(backend, Arc::new(ckpt), cfg)?;
         Ok(Engine {
             model,

@@ -63,9 +63,10 @@ impl Progress {
         tracing::info!("[{t:7.1}s]   {}{msg}", self.prefix);
     }
 
-    /// The pipeline's stages as notes (single windows go to the bars only).
+    /// The pipeline's stages as notes (single windows go to the bars only;
+    /// with `-v` the library's own debug events say it instead).
     pub fn pipeline(&self, step: Step) {
-        if !matches!(step, Step::Window { .. }) {
+        if !matches!(step, Step::Window { .. }) && !tracing::enabled!(tracing::Level::DEBUG) {
             self.note(&step.to_string());
         }
     }

@@ -184,7 +184,15 @@ pub fn preprocess_ct(ct: &CtVolume, spatial_size: [usize; 3]) -> Result<Preproce
         ));
     }
     let dims = [ct.dims[2], ct.dims[1], ct.dims[0]];
-    preprocess(&ct.data, dims, spatial_size).map_err(|e| Error::nifti(&ct.path, e.to_string()))
+    let pre = preprocess(&ct.data, dims, spatial_size)
+        .map_err(|e| Error::nifti(&ct.path, e.to_string()))?;
+    tracing::debug!(
+        target: "segvol::pipeline",
+        "{}: foreground crop {:?} of (d, h, w) {dims:?}",
+        ct.path.display(),
+        pre.cropped_dims()
+    );
+    Ok(pre)
 }
 
 /// Runs the whole preprocessing on a (D, H, W) volume (a NIfTI array in
