@@ -5,6 +5,7 @@ mod bench;
 mod categories;
 mod common;
 mod eval;
+mod outputs;
 mod segment;
 mod weights_cmd;
 
@@ -168,6 +169,8 @@ pub struct SegmentArgs {
     /// Write a summary: voxel counts, volumes in ml, timings.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub outputs: outputs::OutputArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -10,6 +10,7 @@ use segvol::io::write::check_output_path;
 use segvol::pipeline::memory::{check, MemoryLimit};
 use segvol::pipeline::preprocess::preprocess_ct;
 use segvol::pipeline::request::Request;
+use segvol::report::envelope::wrap;
 
 use super::common::{
     check_json_path, dispatch, memory_limit, memory_note, resolve_weights, workload, write_json,
@@ -17,8 +18,9 @@ use super::common::{
 };
 use super::SegmentArgs;
 
-pub fn run(args: SegmentArgs) -> Result<()> {
+pub fn run(mut args: SegmentArgs) -> Result<()> {
     let mut progress = Progress::new();
+    args.texts = super::outputs::expand_texts(&args.texts, &args.outputs.roi_subset)?;
     let req = Request {
         texts: args.texts.clone(),
         boxes: args.boxes.clone(),
@@ -35,6 +37,7 @@ pub fn run(args: SegmentArgs) -> Result<()> {
     }
     let limit = memory_limit(&args.engine)?;
     check_output_path(&args.output, &args.ct)?;
+    args.outputs.check(&args.output)?;
     if let Some(p) = &args.probabilities {
         check_output_path(p, &args.ct)?;
     }
@@ -90,14 +93,17 @@ impl BackendTask for Task<'_> {
         progress.step("reading CT");
         let mut work = workload(&args.engine, info.dims, n_cats);
         work.probabilities = args.probabilities.is_some();
+        work.intensities_kept = args.outputs.needs_intensities();
         let est = check(&cfg, &work, limit)?;
         progress.note(&memory_note(&est, limit));
         let mut ct = read_ct(&args.ct)?;
         progress.step("preprocessing");
         let pre = preprocess_ct(&ct, cfg.spatial_size)?;
-        // The intensities are not needed past this point; only the header
-        // and geometry are, for the outputs.
-        ct.data = Vec::new();
+        // Past this point only the header and geometry are needed for the
+        // outputs, unless statistics or a preview read the intensities.
+        if !work.intensities_kept {
+            ct.data = Vec::new();
+        }
         work.cropped = Some(pre.cropped_dims());
         check(&cfg, &work, limit)?;
 
@@ -116,6 +122,13 @@ impl BackendTask for Task<'_> {
         if let Some(pp) = &args.probabilities {
             result.write_probabilities(pp, &ct)?;
         }
+        let extra = super::outputs::write_case(
+            &args.outputs,
+            &result,
+            &ct,
+            &args.output,
+            args.outputs.preview.as_deref(),
+        )?;
         progress.finish();
 
         let voxel_ml = ct.spacing().iter().product::<f64>() / 1000.0;
@@ -151,13 +164,10 @@ impl BackendTask for Task<'_> {
                 .iter()
                 .map(|(k, v)| (k.clone(), json!(v)))
                 .collect();
-            write_json(
-                jp,
-                &json!({
+            let mut summary = json!({
                     "ct": args.ct,
                     "output": args.output,
                     "weights": engine.weights(),
-                    "device": device,
                     "mode": format!("{:?}", args.engine.mode).to_lowercase(),
                     "zoom_in": !args.engine.no_zoom_in,
                     "categories": categories,
@@ -172,8 +182,9 @@ impl BackendTask for Task<'_> {
                     "windows_encoded": t.windows_encoded,
                     "windows_reused": t.windows_reused,
                     "window_decodes": t.window_decodes,
-                }),
-            )?;
+            });
+            extra.merge_into(&mut summary);
+            write_json(jp, &wrap("segment", &device, summary))?;
         }
         Ok(())
     }

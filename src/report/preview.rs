@@ -365,7 +365,7 @@ mod tests {
         assert_eq!(px(&p, coronal(12, 14).0, coronal(12, 14).1), gray);
         // Sagittal (panel 3): j across flipped (30 mm = 256 px: 8.533 px per
         // mm), k down flipped.
-        let s = 256.0 / 30.0;
+        let s: f64 = 256.0 / 30.0;
         let sag = |j: usize, k: usize| {
             let h = (20.0 * s).round();
             let y0 = ((256.0 - h) / 2.0).floor();
