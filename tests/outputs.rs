@@ -74,7 +74,12 @@ fn split_sidecars_statistics_and_preview() {
             .arg("--weights")
             .arg(tiny_weights())
             .args(["--device", "cpu", "--text", "liver"])
-            .args(["--roi-subset", "spleen,kidney left", "--split", "--statistics"])
+            .args([
+                "--roi-subset",
+                "spleen,kidney left",
+                "--split",
+                "--statistics",
+            ])
             .arg("--preview")
             .arg(&png_path)
             .arg("--json")
@@ -91,7 +96,9 @@ fn split_sidecars_statistics_and_preview() {
 
     // --split: one 0/1 file per category, in the CT's geometry.
     for (c, name) in names.iter().enumerate() {
-        let file = d.join("case1").join(format!("{}.nii.gz", name.replace(' ', "_")));
+        let file = d
+            .join("case1")
+            .join(format!("{}.nii.gz", name.replace(' ', "_")));
         let m = read_ct(&file).unwrap();
         assert_eq!(m.dims, ct.dims);
         assert_eq!(m.affine(), ct.affine());
@@ -115,14 +122,27 @@ fn split_sidecars_statistics_and_preview() {
     for (c, name) in names.iter().enumerate() {
         let [r, g, b] = category_color(name);
         let e = &side["labels"][c];
-        assert_eq!((e["value"].as_u64(), e["name"].as_str()), (Some(c as u64 + 1), Some(*name)));
+        assert_eq!(
+            (e["value"].as_u64(), e["name"].as_str()),
+            (Some(c as u64 + 1), Some(*name))
+        );
         assert_eq!(e["color"], serde_json::json!([r, g, b]));
-        assert_eq!(e["file"], format!("case1/{}.nii.gz", name.replace(' ', "_")));
+        assert_eq!(
+            e["file"],
+            format!("case1/{}.nii.gz", name.replace(' ', "_"))
+        );
         let rgb = [r, g, b].map(|x| x.to_string());
         let value = (c + 1).to_string();
         assert_eq!(
             ctbl_rows[c + 1],
-            [value.as_str(), &name.replace(' ', "_"), &rgb[0], &rgb[1], &rgb[2], "255"]
+            [
+                value.as_str(),
+                &name.replace(' ', "_"),
+                &rgb[0],
+                &rgb[1],
+                &rgb[2],
+                "255"
+            ]
         );
         let f: Vec<&str> = itk_rows[c + 1].split_whitespace().collect();
         assert_eq!(f[..4], [value.as_str(), &rgb[0], &rgb[1], &rgb[2]]);
@@ -168,7 +188,10 @@ fn split_sidecars_statistics_and_preview() {
     // Preview: 3 panels of 256 px per non-empty category; overlay exactly
     // where the label map has a label.
     let (w, h, px) = decode_png(&png_path);
-    let nonempty = cats.iter().filter(|c| c["voxels"].as_u64() > Some(0)).count();
+    let nonempty = cats
+        .iter()
+        .filter(|c| c["voxels"].as_u64() > Some(0))
+        .count();
     assert!(nonempty > 0);
     assert_eq!((w, h), (768, 256 * nonempty));
     assert_eq!(v["outputs"]["preview"]["width"], 768);

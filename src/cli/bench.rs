@@ -296,7 +296,11 @@ impl BackendTask for Task {
             let r: Vec<_> = rows.iter().map(|(n, m, p, note)| json!({"stage": n, "median_ms": m, "p90_ms": p, "note": note})).collect();
             write_json(
                 jp,
-                &wrap("bench", &device, json!({"weights": weights_desc, "volume": volume_desc, "iters": iters, "warmup": warm, "rows": r, "model_load_s": load_s, "peak_rss_mb": rss, "peak_device_mib": dev_peak, "device_weights_mib": dev_weights})),
+                &wrap(
+                    "bench",
+                    &device,
+                    json!({"weights": weights_desc, "volume": volume_desc, "iters": iters, "warmup": warm, "rows": r, "model_load_s": load_s, "peak_rss_mb": rss, "peak_device_mib": dev_peak, "device_weights_mib": dev_weights}),
+                ),
             )?;
         }
         Ok(())

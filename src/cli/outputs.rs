@@ -168,7 +168,13 @@ fn print_statistics(names: &[String], stats: &[segvol::report::statistics::Categ
     let q: Vec<String> = PERCENTILES.iter().map(|q| format!("p{q}")).collect();
     eprintln!(
         "  {:>3} {:24} {:>10} {:>9} {:>8} {:>8} {}",
-        "", "statistics (HU)", "volume ml", "mean", "std", "", q.join("/")
+        "",
+        "statistics (HU)",
+        "volume ml",
+        "mean",
+        "std",
+        "",
+        q.join("/")
     );
     for (n, s) in names.iter().zip(stats) {
         match &s.intensity {

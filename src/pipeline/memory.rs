@@ -323,6 +323,25 @@ mod tests {
     }
 
     #[test]
+    fn kept_intensities_raise_the_late_phases() {
+        let cfg = ModelConfig::tiny();
+        let mut w = work([512, 512, 300], 2);
+        w.cropped = Some([300, 400, 400]);
+        let plain = estimate(&cfg, &w);
+        w.intensities_kept = true;
+        let kept = estimate(&cfg, &w);
+        let n = 512 * 512 * 300 * 4;
+        let phase = |e: &Estimate, p: &str| e.phases.iter().find(|x| x.0 == p).unwrap().1;
+        assert_eq!(phase(&kept, "read"), phase(&plain, "read"));
+        assert_eq!(
+            phase(&kept, "segmentation"),
+            phase(&plain, "segmentation") + n
+        );
+        assert_eq!(phase(&kept, "output"), phase(&plain, "output") + 2 * n);
+        assert!(kept.peak > plain.peak);
+    }
+
+    #[test]
     fn check_names_the_need_and_the_limit() {
         let cfg = ModelConfig::tiny();
         let w = work([1024, 1024, 1000], 2);

@@ -326,7 +326,18 @@ mod tests {
         assert_eq!(rows.len(), 4);
         let [r, g, b] = category_color("left kidney");
         let fields: Vec<&str> = rows[2].split_whitespace().collect();
-        assert_eq!(fields[..7], ["2", &r.to_string(), &g.to_string(), &b.to_string(), "1", "1", "1"]);
+        assert_eq!(
+            fields[..7],
+            [
+                "2",
+                &r.to_string(),
+                &g.to_string(),
+                &b.to_string(),
+                "1",
+                "1",
+                "1"
+            ]
+        );
         assert!(rows[2].ends_with("\"left kidney\""));
         assert!(rows[3].ends_with("\"say 'hi'\""));
 
@@ -347,6 +358,28 @@ mod tests {
         assert_eq!(js["labels"][1]["name"], "left kidney");
         assert_eq!(js["labels"][1]["color"], json!([r, g, b]));
         assert_eq!(js["label_map"], "seg.nii.gz");
+    }
+
+    /// docs/OUTPUTS.md lists every vocabulary colour; `SEGVOL_UPDATE_DOCS=1`
+    /// rewrites the list instead of failing.
+    #[test]
+    fn docs_list_the_current_colours() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/OUTPUTS.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let (begin, end) = ("<!-- colours:begin -->\n", "<!-- colours:end -->");
+        let (head, rest) = doc.split_once(begin).expect("begin marker");
+        let (listed, tail) = rest.split_once(end).expect("end marker");
+        let want = vocabulary_color_table();
+        if listed != want {
+            if std::env::var_os("SEGVOL_UPDATE_DOCS").is_some() {
+                std::fs::write(&path, format!("{head}{begin}{want}{end}{tail}")).unwrap();
+            } else {
+                panic!(
+                    "docs/OUTPUTS.md's colour list is out of date: run \
+                     SEGVOL_UPDATE_DOCS=1 cargo test --release --lib report::labels"
+                );
+            }
+        }
     }
 
     #[test]

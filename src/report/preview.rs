@@ -204,9 +204,8 @@ pub fn render(ct: &CtVolume, labels: &[u16], names: &[String]) -> Result<Preview
     let mut rows: Vec<(Option<usize>, [usize; 3])> = (0..k)
         .filter(|&c| counts[c] > 0)
         .map(|c| {
-            let at = [0, 1, 2].map(|a| {
-                ((sums[c][a] / counts[c] as f64).round() as usize).min(ct.dims[a] - 1)
-            });
+            let at = [0, 1, 2]
+                .map(|a| ((sums[c][a] / counts[c] as f64).round() as usize).min(ct.dims[a] - 1));
             (Some(c), at)
         })
         .collect();
@@ -336,7 +335,8 @@ mod tests {
         // Centroid (14.5, 9.5, 9.5) rounds to (15, 10, 10) (half away from 0).
         assert_eq!(p.layout.rows, vec![(Some(0), [15, 10, 10])]);
         let gray = [window(40.0); 3];
-        let blend = category_color("liver").map(|c| ((u16::from(gray[0]) + u16::from(c)) / 2) as u8);
+        let blend =
+            category_color("liver").map(|c| ((u16::from(gray[0]) + u16::from(c)) / 2) as u8);
         // Axial: 40 mm across (i, flipped: x = (39 − i + 0.5)·6.4), 30 mm
         // down (j flipped, 32 px top padding: y = 32 + (29 − j + 0.5)·6.4).
         let axial = |i: usize, j: usize| {
@@ -353,8 +353,8 @@ mod tests {
         let (x, y) = axial(15, 20);
         assert_eq!(px(&p, x, y), gray);
         assert_eq!(px(&p, 100, 10), [0, 0, 0]); // padding above the slice
-        // Coronal (panel 2): i across flipped, k down flipped (20 mm tall:
-        // 6.4 px per mm, 192 px wide... of 256: 40 mm wide fills it).
+                                                // Coronal (panel 2): i across flipped, k down flipped (20 mm tall:
+                                                // 6.4 px per mm, 192 px wide... of 256: 40 mm wide fills it).
         let coronal = |i: usize, k: usize| {
             (
                 256 + ((39 - i) as f64 * 6.4 + 3.2) as usize,
@@ -405,10 +405,7 @@ mod tests {
         let y = (32.0 + 19.0 * 6.4 + 3.2) as usize;
         assert_ne!(px(&p, (15.0 * 6.4 + 3.2) as usize, y), px(&p, 0, y));
         assert_eq!(px(&p, (5.0 * 6.4 + 3.2) as usize, y), [window(40.0); 3]);
-        assert_ne!(
-            px(&p, (15.0 * 6.4 + 3.2) as usize, y),
-            [window(40.0); 3]
-        );
+        assert_ne!(px(&p, (15.0 * 6.4 + 3.2) as usize, y), [window(40.0); 3]);
     }
 
     #[test]
