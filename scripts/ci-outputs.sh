@@ -94,6 +94,7 @@ for c, cat in enumerate(summary["categories"]):
     n = int(mask.sum())
     assert st["voxels"] == n, (cat["name"], st["voxels"], n)
     assert np.isclose(st["volume_ml"], n * voxel_ml, rtol=1e-9), (st["volume_ml"], n * voxel_ml)
+    assert np.isclose(cat["volume_ml"], n * voxel_ml, rtol=1e-9), (cat["volume_ml"], n * voxel_ml)
     # --split: the file for this category is exactly the mask, same affine.
     part = nib.load(summary["outputs"]["split"][c])  # paths as the run wrote them
     assert np.array_equal(np.asarray(part.dataobj) == 1, mask), cat["name"]

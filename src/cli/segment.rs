@@ -11,6 +11,7 @@ use segvol::pipeline::memory::{check, MemoryLimit};
 use segvol::pipeline::preprocess::preprocess_ct;
 use segvol::pipeline::request::Request;
 use segvol::report::envelope::wrap;
+use segvol::report::statistics::voxel_volume_ml;
 
 use super::common::{
     check_json_path, dispatch, memory_limit, memory_note, resolve_weights, workload, write_json,
@@ -131,7 +132,7 @@ impl BackendTask for Task<'_> {
         )?;
         progress.finish();
 
-        let voxel_ml = ct.spacing().iter().product::<f64>() / 1000.0;
+        let voxel_ml = voxel_volume_ml(&ct.affine());
         for (i, c) in result.categories.iter().enumerate() {
             eprintln!(
                 "  {:>3} {:24} {:>10} voxels {:>10.1} ml",
