@@ -166,23 +166,23 @@ impl BackendTask for Task<'_> {
                 .map(|(k, v)| (k.clone(), json!(v)))
                 .collect();
             let mut summary = json!({
-                    "ct": args.ct,
-                    "output": args.output,
-                    "weights": engine.weights(),
-                    "mode": format!("{:?}", args.engine.mode).to_lowercase(),
-                    "zoom_in": !args.engine.no_zoom_in,
-                    "categories": categories,
-                    "timings_s": {
-                        "steps": steps,
-                        "zoom_out_encode": t.zoom_out_encode.as_secs_f64(),
-                        "zoom_out_decode": t.zoom_out_decode.as_secs_f64(),
-                        "zoom_in_encode": t.zoom_in_encode.as_secs_f64(),
-                        "zoom_in_decode": t.zoom_in_decode.as_secs_f64(),
-                        "total": progress.total(),
-                    },
-                    "windows_encoded": t.windows_encoded,
-                    "windows_reused": t.windows_reused,
-                    "window_decodes": t.window_decodes,
+                "ct": args.ct,
+                "output": args.output,
+                "weights": engine.weights(),
+                "mode": format!("{:?}", args.engine.mode).to_lowercase(),
+                "zoom_in": !args.engine.no_zoom_in,
+                "categories": categories,
+                "timings_s": {
+                    "steps": steps,
+                    "zoom_out_encode": t.zoom_out_encode.as_secs_f64(),
+                    "zoom_out_decode": t.zoom_out_decode.as_secs_f64(),
+                    "zoom_in_encode": t.zoom_in_encode.as_secs_f64(),
+                    "zoom_in_decode": t.zoom_in_decode.as_secs_f64(),
+                    "total": progress.total(),
+                },
+                "windows_encoded": t.windows_encoded,
+                "windows_reused": t.windows_reused,
+                "window_decodes": t.window_decodes,
             });
             extra.merge_into(&mut summary);
             write_json(jp, &wrap("segment", &device, summary))?;
