@@ -4,7 +4,8 @@
 //! The library is layered: [`weights`] reads checkpoints, [`backend`] holds the
 //! numeric ops (CPU and CUDA), [`model`] is the network written once against
 //! the backend trait, [`pipeline`] is the zoom-out-zoom-in algorithm, and
-//! [`io`] reads and writes NIfTI volumes. [`api`] is the embedding surface
+//! [`io`] reads and writes NIfTI volumes; [`report`] turns a label map into
+//! per-category files, viewer colour tables, statistics and a preview. [`api`] is the embedding surface
 //! on top: one call from a CT and prompts to a label map in the CT's grid,
 //! and an interactive session. The `segvol` binary is a thin CLI over these.
 
@@ -15,6 +16,7 @@ pub mod error;
 pub mod io;
 pub mod model;
 pub mod pipeline;
+pub mod report;
 pub mod tempfiles;
 #[cfg(test)]
 mod test_data;

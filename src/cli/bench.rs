@@ -13,6 +13,7 @@ use segvol::io::nifti::read_ct;
 use segvol::model::{ClipTokenizer, GeomPrompt, Prompt, SegVol, TextEmbedder};
 use segvol::pipeline::preprocess::{preprocess, preprocess_ct, Preprocessed};
 use segvol::pipeline::zoom::{CategoryPrompt, Segmenter, ZoomOptions};
+use segvol::report::envelope::wrap;
 use segvol::weights::synth::synth_checkpoint;
 use segvol::ModelConfig;
 
@@ -295,7 +296,11 @@ impl BackendTask for Task {
             let r: Vec<_> = rows.iter().map(|(n, m, p, note)| json!({"stage": n, "median_ms": m, "p90_ms": p, "note": note})).collect();
             write_json(
                 jp,
-                &json!({"device": device, "weights": weights_desc, "volume": volume_desc, "iters": iters, "warmup": warm, "rows": r, "model_load_s": load_s, "peak_rss_mb": rss, "peak_device_mib": dev_peak, "device_weights_mib": dev_weights}),
+                &wrap(
+                    "bench",
+                    &device,
+                    json!({"weights": weights_desc, "volume": volume_desc, "iters": iters, "warmup": warm, "rows": r, "model_load_s": load_s, "peak_rss_mb": rss, "peak_device_mib": dev_peak, "device_weights_mib": dev_weights}),
+                ),
             )?;
         }
         Ok(())

@@ -17,9 +17,13 @@ use segvol::io::write::check_output_path;
 use segvol::pipeline::memory::{check, MemoryLimit};
 use segvol::pipeline::preprocess::{preprocess_ct, Preprocessed};
 use segvol::pipeline::request::Request;
+use segvol::report::envelope::wrap;
+use segvol::report::preview::check_preview_path;
+use segvol::report::statistics::voxel_volume_ml;
 
 use super::bars::Bars;
 use super::common::{check_json_path, memory_note, workload, write_json, zoom_options, Progress};
+use super::outputs::{write_case, OutputArgs};
 use super::EngineArgs;
 
 /// One CT and what to make of it.
@@ -30,6 +34,8 @@ pub struct Case {
     pub output: PathBuf,
     pub probabilities: Option<PathBuf>,
     pub json: Option<PathBuf>,
+    /// The `--preview` PNG of this case.
+    pub preview: Option<PathBuf>,
     pub request: Request,
     /// Why the case cannot run, found before its CT is read (a manifest
     /// row's bad prompt): it fails with this message.
@@ -39,6 +45,8 @@ pub struct Case {
 /// What every case of a run shares.
 pub struct Settings {
     pub engine: EngineArgs,
+    /// `--split`, `--statistics`, `--preview`: the outputs beyond the label map.
+    pub outputs: OutputArgs,
     pub limit: MemoryLimit,
     /// The run's start, for the progress lines' clock.
     pub start: Instant,
@@ -90,6 +98,10 @@ pub fn read(
     admit: &mut dyn FnMut(u64),
 ) -> Result<Loaded> {
     let n_cats = case.check()?;
+    settings.outputs.check(&case.output)?;
+    if let Some(p) = &case.preview {
+        check_preview_path(p)?;
+    }
     progress.step("reading CT");
     if let Some(b) = bars {
         b.stage("reading CT");
@@ -97,6 +109,7 @@ pub fn read(
     let info = probe_ct(&case.input)?;
     let mut work = workload(&settings.engine, info.dims, n_cats);
     work.probabilities = case.probabilities.is_some();
+    work.intensities_kept = settings.outputs.needs_intensities();
     let est = check(cfg, &work, settings.limit)?;
     progress.note(&memory_note(&est, settings.limit));
     admit(est.peak);
@@ -106,9 +119,11 @@ pub fn read(
         b.stage("preprocessing");
     }
     let pre = preprocess_ct(&ct, cfg.spatial_size)?;
-    // The intensities are not needed past this point; only the header and
-    // geometry are, for the outputs.
-    ct.data = Vec::new();
+    // Past this point only the header and geometry are needed for the
+    // outputs, unless statistics or a preview read the intensities.
+    if !work.intensities_kept {
+        ct.data = Vec::new();
+    }
     work.cropped = Some(pre.cropped_dims());
     check(cfg, &work, settings.limit)?;
     progress.finish();
@@ -149,9 +164,16 @@ pub fn segment_and_write<B: Backend>(
     if let Some(pp) = &case.probabilities {
         result.write_probabilities(pp, &ct)?;
     }
+    let extra = write_case(
+        &settings.outputs,
+        &result,
+        &ct,
+        &case.output,
+        case.preview.as_deref(),
+    )?;
     progress.finish();
 
-    let voxel_ml = ct.spacing().iter().product::<f64>() / 1000.0;
+    let voxel_ml = voxel_volume_ml(&ct.affine());
     let categories: Vec<(String, usize, f64)> = result
         .categories
         .iter()
@@ -165,10 +187,10 @@ pub fn segment_and_write<B: Backend>(
         );
     }
     if let Some(jp) = &case.json {
-        write_json(
-            jp,
-            &case_json(engine, case, settings, &result, voxel_ml, &progress),
-        )?;
+        let mut summary = case_json(engine, case, settings, &result, voxel_ml, &progress);
+        extra.merge_into(&mut summary);
+        let device = engine.model().backend().name();
+        write_json(jp, &wrap("segment", &device, summary))?;
     }
     Ok(Done { categories })
 }
@@ -222,7 +244,6 @@ fn case_json<B: Backend>(
         "ct": case.input,
         "output": case.output,
         "weights": engine.weights(),
-        "device": engine.model().backend().name(),
         "mode": format!("{:?}", engine_args.mode).to_lowercase(),
         "zoom_in": !engine_args.no_zoom_in,
         "categories": categories,

@@ -20,6 +20,7 @@ use segvol::backend::Backend;
 use segvol::error::{Error, Result};
 use segvol::pipeline::memory::{constant_bytes, MemoryLimit};
 use segvol::pipeline::request::Request;
+use segvol::report::envelope::wrap;
 
 use super::bars::Bars;
 use super::case::{self, Case, Done, Settings};
@@ -194,6 +195,12 @@ pub fn plan(args: &SegmentArgs, req: &Request) -> Result<Plan> {
             output,
             probabilities: None,
             json: Some(json),
+            // In a cohort, --preview names a folder: one NAME.png per case.
+            preview: args
+                .outputs
+                .preview
+                .as_ref()
+                .map(|d| d.join(format!("{name}.png"))),
             request,
             problem,
         });
@@ -438,20 +445,24 @@ fn write_summary<B: Backend>(
         .into_inner()
         .map_err(|e| Error::Invalid(format!("summary.csv: {e}")))?;
     write_file(&plan.dir.join("summary.csv"), &bytes)?;
+    let device = engine.model().backend().name();
     write_json(
         &plan.dir.join("summary.json"),
-        &json!({
-            "cases_total": status.len(),
-            "done": done,
-            "skipped": count(|s| matches!(s, Status::Skipped)),
-            "failed": count(|s| matches!(s, Status::Failed(..))),
-            "pending": count(|s| matches!(s, Status::Pending)),
-            "seconds": seconds,
-            "volumes_per_minute": if seconds > 0.0 { done as f64 * 60.0 / seconds } else { 0.0 },
-            "weights": engine.weights(),
-            "device": engine.model().backend().name(),
-            "cases": cases,
-        }),
+        &wrap(
+            "segment",
+            &device,
+            json!({
+                "cases_total": status.len(),
+                "done": done,
+                "skipped": count(|s| matches!(s, Status::Skipped)),
+                "failed": count(|s| matches!(s, Status::Failed(..))),
+                "pending": count(|s| matches!(s, Status::Pending)),
+                "seconds": seconds,
+                "volumes_per_minute": if seconds > 0.0 { done as f64 * 60.0 / seconds } else { 0.0 },
+                "weights": engine.weights(),
+                "cases": cases,
+            }),
+        ),
     )
 }
 

@@ -182,6 +182,7 @@ pub fn workload(engine: &EngineArgs, dims: [usize; 3], categories: usize) -> Wor
         categories,
         probabilities: false,
         label_map_input: false,
+        intensities_kept: false,
         zoom_in: z.zoom_in,
         window_batch: z.window_batch,
         cache_bytes: z.cache_bytes,

@@ -15,6 +15,7 @@ use segvol::pipeline::preprocess::preprocess_ct;
 use segvol::pipeline::sampling::{select_points, Rng};
 use segvol::pipeline::windows::{mask_bbox, EMPTY_BOX};
 use segvol::pipeline::zoom::{CategoryPrompt, Segmenter};
+use segvol::report::envelope::wrap;
 
 use super::common::{
     check_json_path, dispatch, load_model, memory_limit, memory_note, resolve_weights, workload,
@@ -97,7 +98,8 @@ impl BackendTask for Task<'_> {
             info,
             progress,
         } = self;
-        progress.note(&format!("device: {}", backend.name()));
+        let device = backend.name();
+        progress.note(&format!("device: {device}"));
         let mut loaded = load_model(backend, &weights)?;
         let cfg = loaded.model.config().clone();
         progress.step("reading CT and labels");
@@ -232,7 +234,11 @@ impl BackendTask for Task<'_> {
         if let Some(jp) = &args.json {
             write_json(
                 jp,
-                &json!({"ct": args.ct, "labels": args.labels_from, "prompt": format!("{:?}", args.prompt), "classes": rows, "total_s": progress.total()}),
+                &wrap(
+                    "eval",
+                    &device,
+                    json!({"ct": args.ct, "labels": args.labels_from, "prompt": format!("{:?}", args.prompt), "classes": rows, "total_s": progress.total()}),
+                ),
             )?;
         }
         Ok(())

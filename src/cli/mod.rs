@@ -10,6 +10,7 @@ mod common;
 mod eval;
 pub mod log;
 mod manifest;
+mod outputs;
 mod segment;
 mod weights_cmd;
 
@@ -196,6 +197,8 @@ pub struct SegmentArgs {
     /// Write a summary: voxel counts, volumes in ml, timings.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub outputs: outputs::OutputArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -16,9 +16,10 @@ use super::cohort::{self, Plan};
 use super::common::{dispatch, memory_limit, resolve_weights, BackendTask, Progress};
 use super::SegmentArgs;
 
-pub fn run(args: SegmentArgs) -> Result<()> {
+pub fn run(mut args: SegmentArgs) -> Result<()> {
     let start = Instant::now();
     let mut progress = Progress::since(start, String::new());
+    args.texts = super::outputs::expand_texts(&args.texts, &args.outputs.roi_subset)?;
     let req = Request {
         texts: args.texts.clone(),
         boxes: args.boxes.clone(),
@@ -33,6 +34,7 @@ pub fn run(args: SegmentArgs) -> Result<()> {
     } else {
         let case = single_case(&args, req)?;
         case.check()?;
+        args.outputs.check(&case.output)?;
         probe_ct(&case.input)?;
         Work::Single(case)
     };
@@ -49,6 +51,7 @@ pub fn run(args: SegmentArgs) -> Result<()> {
     progress.step("loading model");
     let settings = Settings {
         engine: args.engine,
+        outputs: args.outputs,
         limit,
         start,
     };
@@ -81,6 +84,7 @@ fn single_case(args: &SegmentArgs, request: Request) -> Result<Case> {
         output,
         probabilities: args.probabilities.clone(),
         json: args.json.clone(),
+        preview: args.outputs.preview.clone(),
         request,
         problem: None,
     })

@@ -14,6 +14,8 @@
 //! | output       | K logits (4KC) + label map (u16 then u8: 3N)          |
 //! | probabilities| K logits + label map (2N) + K float maps (4KN)        |
 //!
+//! `--statistics` / `--preview` keep the CT (4N) from preprocessing to the
+//! output, where the statistics copy the masked intensities (≤ 4N);
 //! plus, throughout, the model weights as float32, the window-embedding
 //! cache, the encoder's activations for one window batch and a fixed
 //! allowance for the runtime. `eval` also holds the label map (4N).
@@ -159,6 +161,9 @@ pub struct Workload {
     pub probabilities: bool,
     /// `eval`: a ground-truth label map of the same size is held too.
     pub label_map_input: bool,
+    /// `--statistics` / `--preview`: the CT's intensities are kept until the
+    /// outputs, where the statistics also copy the masked ones.
+    pub intensities_kept: bool,
     pub zoom_in: bool,
     pub window_batch: usize,
     pub cache_bytes: usize,
@@ -205,6 +210,7 @@ pub fn estimate(cfg: &ModelConfig, w: &Workload) -> Estimate {
     let c = cdims.iter().map(|&d| d as u64).product::<u64>();
     let k = w.categories.max(1) as u64;
     let gt = if w.label_map_input { 4 * n } else { 0 };
+    let kept = if w.intensities_kept { 4 * n } else { 0 };
 
     let entry = (cfg.num_tokens() * cfg.hidden_size * 4) as u64;
     let windows = if w.zoom_in {
@@ -223,12 +229,12 @@ pub fn estimate(cfg: &ModelConfig, w: &Workload) -> Estimate {
         ("preprocess", 8 * n + gt),
         (
             "segmentation",
-            4 * c + 4 * k * c + encoder + cache + gt + eval_crop,
+            4 * c + 4 * k * c + encoder + cache + gt + eval_crop + kept,
         ),
-        ("output", 4 * k * c + 3 * n + gt),
+        ("output", 4 * k * c + 3 * n + gt + 2 * kept),
     ];
     if w.probabilities {
-        phases.push(("probabilities", 4 * k * c + 2 * n + 4 * k * n));
+        phases.push(("probabilities", 4 * k * c + 2 * n + 4 * k * n + kept));
     }
     for p in &mut phases {
         p.1 += constant;
@@ -301,6 +307,7 @@ mod tests {
             categories: k,
             probabilities: false,
             label_map_input: false,
+            intensities_kept: false,
             zoom_in: true,
             window_batch: 2,
             cache_bytes: 1 << 30,
@@ -319,6 +326,25 @@ mod tests {
         let per_voxel = (big.peak - weight_bytes(&cfg)) as f64 / n;
         assert!((8.0..9.5).contains(&per_voxel), "{per_voxel}");
         assert_eq!(big3.phase, "segmentation");
+    }
+
+    #[test]
+    fn kept_intensities_raise_the_late_phases() {
+        let cfg = ModelConfig::tiny();
+        let mut w = work([512, 512, 300], 2);
+        w.cropped = Some([300, 400, 400]);
+        let plain = estimate(&cfg, &w);
+        w.intensities_kept = true;
+        let kept = estimate(&cfg, &w);
+        let n = 512 * 512 * 300 * 4;
+        let phase = |e: &Estimate, p: &str| e.phases.iter().find(|x| x.0 == p).unwrap().1;
+        assert_eq!(phase(&kept, "read"), phase(&plain, "read"));
+        assert_eq!(
+            phase(&kept, "segmentation"),
+            phase(&plain, "segmentation") + n
+        );
+        assert_eq!(phase(&kept, "output"), phase(&plain, "output") + 2 * n);
+        assert!(kept.peak > plain.peak);
     }
 
     #[test]
