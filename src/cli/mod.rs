@@ -29,7 +29,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Segment a CT (NIfTI) from text, box and point prompts with zoom-out-zoom-in.
+    /// Segment a CT (NIfTI, or a DICOM series folder) from text, box and point prompts with zoom-out-zoom-in.
     Segment(SegmentArgs),
     /// Segment with prompts built from a ground-truth label map and report Dice.
     Eval(EvalArgs),
@@ -140,8 +140,13 @@ pub struct EngineArgs {
 
 #[derive(Args, Debug)]
 pub struct SegmentArgs {
-    /// The CT volume (.nii or .nii.gz).
-    pub ct: PathBuf,
+    /// The CT: a .nii / .nii.gz file, a DICOM series folder, or the .dcm
+    /// files of one series.
+    #[arg(required = true, num_args = 1..)]
+    pub ct: Vec<PathBuf>,
+    /// The DICOM series to read (SeriesInstanceUID) when the folder holds several.
+    #[arg(long, value_name = "UID")]
+    pub series: Option<String>,
     /// Output label map (.nii or .nii.gz), in the CT's geometry: 0/1 for one
     /// category, 1..K in the order given for several.
     #[arg(short, long)]

@@ -5,8 +5,8 @@ use serde_json::json;
 use segvol::api::{Engine, Options};
 use segvol::backend::Backend;
 use segvol::error::Result;
-use segvol::io::nifti::{probe_ct, read_ct, HeaderInfo};
 use segvol::io::write::check_output_path;
+use segvol::io::CtSource;
 use segvol::pipeline::memory::{check, MemoryLimit};
 use segvol::pipeline::preprocess::preprocess_ct;
 use segvol::pipeline::request::Request;
@@ -34,14 +34,14 @@ pub fn run(args: SegmentArgs) -> Result<()> {
         }
     }
     let limit = memory_limit(&args.engine)?;
-    check_output_path(&args.output, &args.ct)?;
+    let source = CtSource::open(&args.ct, args.series.as_deref())?;
+    check_output_path(&args.output, source.path())?;
     if let Some(p) = &args.probabilities {
-        check_output_path(p, &args.ct)?;
+        check_output_path(p, source.path())?;
     }
     if let Some(j) = &args.json {
         check_json_path(j)?;
     }
-    let info = probe_ct(&args.ct)?;
     let weights = resolve_weights(args.engine.weights.as_deref(), &progress)?;
     progress.step("loading model");
     let engine = args.engine.clone();
@@ -53,7 +53,7 @@ pub fn run(args: SegmentArgs) -> Result<()> {
             weights,
             limit,
             n_cats,
-            info,
+            source,
             progress: &mut progress,
         },
     )
@@ -65,7 +65,7 @@ struct Task<'p> {
     weights: std::path::PathBuf,
     limit: MemoryLimit,
     n_cats: usize,
-    info: HeaderInfo,
+    source: CtSource,
     progress: &'p mut Progress,
 }
 
@@ -79,7 +79,7 @@ impl BackendTask for Task<'_> {
             weights,
             limit,
             n_cats,
-            info,
+            source,
             progress,
         } = self;
         let device = backend.name();
@@ -88,11 +88,11 @@ impl BackendTask for Task<'_> {
         let cfg = engine.model().config().clone();
 
         progress.step("reading CT");
-        let mut work = workload(&args.engine, info.dims, n_cats);
+        let mut work = workload(&args.engine, source.dims()?, n_cats);
         work.probabilities = args.probabilities.is_some();
         let est = check(&cfg, &work, limit)?;
         progress.note(&memory_note(&est, limit));
-        let mut ct = read_ct(&args.ct)?;
+        let mut ct = source.read()?;
         progress.step("preprocessing");
         let pre = preprocess_ct(&ct, cfg.spatial_size)?;
         // The intensities are not needed past this point; only the header
@@ -154,7 +154,7 @@ impl BackendTask for Task<'_> {
             write_json(
                 jp,
                 &json!({
-                    "ct": args.ct,
+                    "ct": source.path(),
                     "output": args.output,
                     "weights": engine.weights(),
                     "device": device,
