@@ -40,8 +40,29 @@ pub fn decode_slice(slice: &SliceHeader, out: &mut [f32]) -> Result<()> {
     let path = &slice.path;
     let obj = open_file(path)
         .map_err(|e| err(path, format!("truncated or unreadable file: {}", chain(&e))))?;
-    if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+    let Some(pixel_data) = obj.element_opt(tags::PIXEL_DATA).ok().flatten() else {
         return Err(err(path, "missing tag PixelData (7FE0,0010): no image"));
+    };
+    // Native (uncompressed) pixel data is checked against the size the
+    // header announces; encapsulated data is checked after decoding.
+    if let Some(p) = pixel_data.value().primitive() {
+        let bits = obj
+            .element_opt(tags::BITS_ALLOCATED)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_int::<usize>().ok())
+            .unwrap_or(16);
+        let need = (slice.rows * slice.columns * bits).div_ceil(8);
+        let have = p.calculate_byte_len();
+        if have < need {
+            return Err(err(
+                path,
+                format!(
+                    "truncated pixel data: {have} bytes where Rows × Columns × BitsAllocated = {} × {} × {bits} needs {need}",
+                    slice.rows, slice.columns
+                ),
+            ));
+        }
     }
     let ts = obj
         .meta()

@@ -1,0 +1,515 @@
+//! DICOM series input: a synthetic series written here with dicom-object
+//! (geometry, rescale, and the malformed cases: two series, missing tags,
+//! missing slices, gantry tilt, mixed sizes, truncated pixel data), and,
+//! when prepared by `scripts/ci-dicom.sh`, real data: TotalSegmentator's
+//! 20-slice CT series (JPEG 2000) against its converter's geometry and a
+//! pydicom-decoded reference, and pydicom's test files in several transfer
+//! syntaxes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use segvol::io::nifti::read_ct;
+use segvol::io::{read_input, CtSource};
+
+use common::cli::{bin, tiny_weights, tmp};
+
+// ---------------------------------------------------------------- synthetic
+
+const ROWS: usize = 12;
+const COLS: usize = 10;
+const SLOPE: f64 = 2.0;
+const INTER: f64 = -1000.0;
+
+/// The stored value of pixel (row, col) on the slice at z.
+fn stored(row: usize, col: usize, z: f64) -> i16 {
+    (row as i16) * 37 + (col as i16) * 5 + (z as i16) * 3 - 200
+}
+
+fn text(tag: dicom_core::Tag, vr: VR, v: &str) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, vr, PrimitiveValue::from(v))
+}
+
+/// One CT slice of a synthetic series: rows × cols, explicit VR little
+/// endian, at z along an axial normal. `edit` changes it before writing.
+fn slice_object(series: &str, instance: i32, z: f64, rows: usize, cols: usize) -> InMemDicomObject {
+    let mut o = InMemDicomObject::new_empty();
+    let sop = format!("1.2.826.0.1.3680043.10.9999.{instance}.{}", z.abs() as i64);
+    o.put(text(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE));
+    o.put(text(tags::SOP_INSTANCE_UID, VR::UI, &sop));
+    o.put(text(tags::MODALITY, VR::CS, "CT"));
+    o.put(text(
+        tags::STUDY_INSTANCE_UID,
+        VR::UI,
+        "1.2.826.0.1.3680043.10.9999.1",
+    ));
+    o.put(text(tags::SERIES_INSTANCE_UID, VR::UI, series));
+    o.put(text(tags::SERIES_DESCRIPTION, VR::LO, "synthetic"));
+    o.put(text(
+        tags::FRAME_OF_REFERENCE_UID,
+        VR::UI,
+        "1.2.826.0.1.3680043.10.9999.2",
+    ));
+    o.put(text(tags::INSTANCE_NUMBER, VR::IS, &instance.to_string()));
+    o.put(text(
+        tags::IMAGE_POSITION_PATIENT,
+        VR::DS,
+        &format!("-20\\-30\\{z}"),
+    ));
+    o.put(text(
+        tags::IMAGE_ORIENTATION_PATIENT,
+        VR::DS,
+        "1\\0\\0\\0\\1\\0",
+    ));
+    o.put(text(tags::PIXEL_SPACING, VR::DS, "0.5\\0.75"));
+    o.put(text(tags::SLICE_THICKNESS, VR::DS, "2"));
+    o.put(text(tags::RESCALE_SLOPE, VR::DS, &SLOPE.to_string()));
+    o.put(text(tags::RESCALE_INTERCEPT, VR::DS, &INTER.to_string()));
+    o.put(text(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "MONOCHROME2",
+    ));
+    o.put(DataElement::new(
+        tags::SAMPLES_PER_PIXEL,
+        VR::US,
+        PrimitiveValue::from(1u16),
+    ));
+    o.put(DataElement::new(
+        tags::ROWS,
+        VR::US,
+        PrimitiveValue::from(rows as u16),
+    ));
+    o.put(DataElement::new(
+        tags::COLUMNS,
+        VR::US,
+        PrimitiveValue::from(cols as u16),
+    ));
+    o.put(DataElement::new(
+        tags::BITS_ALLOCATED,
+        VR::US,
+        PrimitiveValue::from(16u16),
+    ));
+    o.put(DataElement::new(
+        tags::BITS_STORED,
+        VR::US,
+        PrimitiveValue::from(16u16),
+    ));
+    o.put(DataElement::new(
+        tags::HIGH_BIT,
+        VR::US,
+        PrimitiveValue::from(15u16),
+    ));
+    o.put(DataElement::new(
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        PrimitiveValue::from(1u16),
+    ));
+    let mut bytes = Vec::with_capacity(rows * cols * 2);
+    for r in 0..rows {
+        for c in 0..cols {
+            bytes.extend_from_slice(&stored(r, c, z).to_le_bytes());
+        }
+    }
+    o.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::from(bytes),
+    ));
+    o
+}
+
+fn write_object(path: &Path, o: InMemDicomObject) {
+    let sop = o
+        .element(tags::SOP_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let file = o
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+                .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE)
+                .media_storage_sop_instance_uid(sop),
+        )
+        .unwrap();
+    file.write_to_file(path).unwrap();
+}
+
+const SERIES: &str = "1.2.826.0.1.3680043.10.9999.3";
+/// Slice positions, written in this (unsorted, descending) file order.
+const ZS: [f64; 5] = [-100.0, -102.0, -104.0, -106.0, -108.0];
+
+/// A fresh folder holding the synthetic series, each slice passed through
+/// `edit(index, object)` (None drops the slice).
+fn series_dir(
+    name: &str,
+    edit: impl Fn(usize, InMemDicomObject) -> Option<InMemDicomObject>,
+) -> PathBuf {
+    let dir = tmp().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, &z) in ZS.iter().enumerate() {
+        if let Some(o) = edit(i, slice_object(SERIES, i as i32 + 1, z, ROWS, COLS)) {
+            write_object(&dir.join(format!("IM{i:04}.dcm")), o);
+        }
+    }
+    // Not DICOM: skipped when the folder is scanned.
+    std::fs::write(dir.join("README.txt"), "not a slice").unwrap();
+    dir
+}
+
+fn open_err(inputs: &[PathBuf], series: Option<&str>) -> String {
+    match CtSource::open(inputs, series).and_then(|s| s.read()) {
+        Ok(_) => panic!("{inputs:?} was read, but should have been refused"),
+        Err(e) => {
+            let m = e.to_string();
+            assert!(!m.contains('\n'), "not one line: {m}");
+            m
+        }
+    }
+}
+
+#[test]
+fn synthetic_series_geometry_and_rescale() {
+    let dir = series_dir("good", |_, o| Some(o));
+    let ct = read_input(&[dir.clone()], None).unwrap();
+    assert_eq!(ct.dims, [COLS, ROWS, ZS.len()]);
+    let a = ct.affine();
+    // Sorted ascending along +z (the last file first), rows bottom-up
+    // (+y column), RAS (x and y negated).
+    assert_eq!(a[0], [-0.75, 0.0, 0.0, 20.0]);
+    assert_eq!(a[1], [0.0, 0.5, 0.0, 30.0 - (ROWS as f64 - 1.0) * 0.5]);
+    assert_eq!(a[2], [0.0, 0.0, 2.0, -108.0]);
+    assert_eq!(ct.spacing(), [0.75, 0.5, 2.0]);
+    for k in 0..ZS.len() {
+        let z = -108.0 + 2.0 * k as f64;
+        for j in 0..ROWS {
+            for i in 0..COLS {
+                let want = f64::from(stored(ROWS - 1 - j, i, z)) * SLOPE + INTER;
+                assert_eq!(ct.data[ct.index(i, j, k)], want as f32, "voxel {i},{j},{k}");
+            }
+        }
+    }
+    // The world position of a voxel is the DICOM position of its pixel,
+    // LPS → RAS: pixel (row 0, column 0) of the slice at z = -100.
+    let w = ct.voxel_to_world([0.0, (ROWS - 1) as f64, 4.0]);
+    assert_eq!(w, [20.0, 30.0, -100.0]);
+
+    // The files of the series, listed one by one, read the same.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
+        .collect();
+    files.reverse();
+    let again = read_input(&files, None).unwrap();
+    assert_eq!(again.data, ct.data);
+    assert_eq!(again.affine(), ct.affine());
+}
+
+#[test]
+fn two_series_are_listed_and_one_can_be_chosen() {
+    let other = "1.2.826.0.1.3680043.10.9999.4";
+    let dir = series_dir("two_series", |i, mut o| {
+        if i >= 3 {
+            o.put(text(tags::SERIES_INSTANCE_UID, VR::UI, other));
+            o.put(text(tags::SERIES_DESCRIPTION, VR::LO, "other recon"));
+        }
+        Some(o)
+    });
+    let m = open_err(&[dir.clone()], None);
+    assert!(m.contains("2 series") && m.contains("--series"), "{m}");
+    assert!(m.contains(&format!("{SERIES} (synthetic, 3 files)")), "{m}");
+    assert!(
+        m.contains(&format!("{other} (other recon, 2 files)")),
+        "{m}"
+    );
+    let ct = read_input(&[dir.clone()], Some(other)).unwrap();
+    assert_eq!(ct.dims, [COLS, ROWS, 2]);
+    let ct = read_input(&[dir.clone()], Some(SERIES)).unwrap();
+    assert_eq!(ct.dims, [COLS, ROWS, 3]);
+    let m = open_err(&[dir], Some("1.2.3"));
+    assert!(m.contains("no series 1.2.3"), "{m}");
+}
+
+#[test]
+fn missing_tags_are_named() {
+    for (tag, name) in [
+        (tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient"),
+        (tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient"),
+        (tags::PIXEL_SPACING, "PixelSpacing"),
+        (tags::ROWS, "no Rows/Columns"),
+        (tags::PIXEL_DATA, "PixelData"),
+    ] {
+        let dir = series_dir(
+            &format!("missing_{name}").replace([' ', '/'], "_"),
+            |i, mut o| {
+                if i == 2 {
+                    o.remove_element(tag);
+                }
+                Some(o)
+            },
+        );
+        let m = open_err(&[dir], None);
+        assert!(m.contains(name), "{name}: {m}");
+        assert!(m.contains("IM0002.dcm"), "{name}: {m}");
+    }
+}
+
+#[test]
+fn missing_slice_is_inconsistent_spacing() {
+    let dir = series_dir("missing_slice", |i, o| (i != 2).then_some(o));
+    let m = open_err(&[dir], None);
+    assert!(m.contains("inconsistent slice spacing"), "{m}");
+    assert!(m.contains("4.000 mm") && m.contains("2.000 mm"), "{m}");
+}
+
+#[test]
+fn gantry_tilt_is_refused() {
+    let dir = series_dir("tilt", |i, mut o| {
+        // A 15° tilt: each slice shifted in y by tan(15°) × its z step.
+        let z = ZS[i];
+        let y = -30.0 + (z + 100.0) * 15f64.to_radians().tan();
+        o.put(text(
+            tags::IMAGE_POSITION_PATIENT,
+            VR::DS,
+            &format!("-20\\{y:.4}\\{z}"),
+        ));
+        o.put(text(tags::GANTRY_DETECTOR_TILT, VR::DS, "15"));
+        Some(o)
+    });
+    let m = open_err(&[dir], None);
+    assert!(m.contains("gantry tilt"), "{m}");
+}
+
+#[test]
+fn mixed_sizes_are_refused() {
+    let dir = series_dir("mixed", |i, o| {
+        Some(if i == 3 {
+            slice_object(SERIES, 4, ZS[3], ROWS + 2, COLS)
+        } else {
+            o
+        })
+    });
+    let m = open_err(&[dir], None);
+    assert!(m.contains("mixed slice sizes"), "{m}");
+    assert!(m.contains(&format!("{}×{COLS}", ROWS + 2)), "{m}");
+}
+
+#[test]
+fn truncated_pixel_data_is_refused() {
+    // The pixel data element shorter than Rows × Columns says.
+    let dir = series_dir("short_pixels", |i, mut o| {
+        if i == 1 {
+            o.put(DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OW,
+                PrimitiveValue::from(vec![0u8; ROWS * COLS]),
+            ));
+        }
+        Some(o)
+    });
+    let m = open_err(&[dir], None);
+    assert!(m.contains("IM0001.dcm"), "{m}");
+    assert!(m.contains("truncated pixel data"), "{m}");
+
+    // The file itself cut short inside the pixel data.
+    let dir = series_dir("cut_file", |_, o| Some(o));
+    let f = dir.join("IM0003.dcm");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() - 50]).unwrap();
+    let m = open_err(&[dir], None);
+    assert!(m.contains("IM0003.dcm") && m.contains("truncated"), "{m}");
+}
+
+#[test]
+fn other_inputs_are_refused_clearly() {
+    let empty = tmp().join("empty_dir");
+    std::fs::create_dir_all(&empty).unwrap();
+    let m = open_err(&[empty], None);
+    assert!(m.contains("no DICOM files"), "{m}");
+    let dir = series_dir("nifti_series", |_, o| Some(o));
+    let m = open_err(&[dir.join("IM0000.dcm"), dir.join("README.txt")], None);
+    assert!(m.contains("several inputs"), "{m}");
+}
+
+// ---------------------------------------------------------------- real data
+
+/// `$SEGVOL_DICOM_DATA`, else `target/dicom-data` (filled by
+/// `scripts/ci-dicom.sh`); the TotalSegmentator series may also come from
+/// the shared fixtures. `None`, loudly, when `rel` is in neither.
+fn data(rel: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("SEGVOL_DICOM_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dicom-data"));
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/data");
+    for base in [root, shared] {
+        let p = base.join(rel);
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    eprintln!(
+        "!!! SKIPPED: {rel} is missing: run scripts/ci-dicom.sh (or set SEGVOL_DICOM_DATA) to prepare the DICOM test data"
+    );
+    None
+}
+
+#[test]
+fn totalsegmentator_series_matches_the_converter_and_pydicom() {
+    let (Some(dir), Some(conv)) = (data("example_ct_dicom"), data("example_seg_dicom.nii.gz"))
+    else {
+        return;
+    };
+    let ct = read_input(&[dir.clone()], None).unwrap();
+    // TotalSegmentator's own output for this series, in the geometry its
+    // DICOM-to-NIfTI conversion gave.
+    let reference = read_ct(&conv).unwrap();
+    assert_eq!(ct.dims, reference.dims);
+    let (a, b) = (ct.affine(), reference.affine());
+    for r in 0..4 {
+        for c in 0..4 {
+            assert!((a[r][c] - b[r][c]).abs() < 1e-3, "affine {a:?} vs {b:?}");
+        }
+    }
+    // Voxels against pydicom's decoding (Pillow's OpenJPEG) of the same files.
+    let Some(pyref) = data("example_ct_dicom_ref.nii.gz") else {
+        return;
+    };
+    let py = read_ct(&pyref).unwrap();
+    assert_eq!(py.dims, ct.dims);
+    assert_eq!(py.data, ct.data, "HU differ from pydicom's");
+    let (lo, hi) = ct
+        .data
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+    assert!(lo <= -1000.0 && hi > 500.0, "HU range {lo}..{hi}");
+}
+
+#[test]
+fn transfer_syntaxes_decode_alike() {
+    let Some(dir) = data("pydicom") else {
+        return;
+    };
+    let plain = read_input(&[dir.join("MR_small.dcm")], None).unwrap();
+    for name in [
+        "MR_small_implicit.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_expb.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_jp2klossless.dcm",
+    ] {
+        let ct = read_input(&[dir.join(name)], None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(ct.dims, plain.dims, "{name}");
+        assert_eq!(ct.affine(), plain.affine(), "{name}");
+        assert_eq!(ct.data, plain.data, "{name}");
+    }
+    // JPEG-LS has no pure-Rust decoder here: a clear refusal naming it.
+    let m = open_err(&[dir.join("MR_small_jpeg_ls_lossless.dcm")], None);
+    assert!(m.contains("1.2.840.10008.1.2.4.80"), "{m}");
+
+    // CT_small against pydicom's reading of it.
+    let (Some(ct_small), Some(pyref)) = (data("pydicom/CT_small.dcm"), data("CT_small_ref.nii.gz"))
+    else {
+        return;
+    };
+    let ct = read_input(&[ct_small], None).unwrap();
+    let py = read_ct(&pyref).unwrap();
+    assert_eq!(ct.dims, py.dims);
+    assert_eq!(ct.data, py.data);
+    let (a, b) = (ct.affine(), py.affine());
+    for r in 0..4 {
+        for c in 0..4 {
+            assert!((a[r][c] - b[r][c]).abs() < 1e-3, "affine {a:?} vs {b:?}");
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn segmenting_the_dicom_and_its_nifti_gives_the_same_mask() {
+    let (Some(dir), Some(nifti)) = (
+        data("example_ct_dicom"),
+        data("example_ct_dicom_ref.nii.gz"),
+    ) else {
+        return;
+    };
+    let out = tmp().join("same_mask");
+    std::fs::create_dir_all(&out).unwrap();
+    let masks: Vec<PathBuf> = [dir, nifti]
+        .iter()
+        .enumerate()
+        .map(|(n, input)| {
+            let o = out.join(format!("mask{n}.nii.gz"));
+            run(bin()
+                .arg("segment")
+                .arg(input)
+                .arg("-o")
+                .arg(&o)
+                .arg("--weights")
+                .arg(tiny_weights())
+                .args(["--device", "cpu", "--no-zoom-in", "--text", "liver"])
+                .args(["--box", "100,100,2,400,380,17"]));
+            o
+        })
+        .collect();
+    let a = read_ct(&masks[0]).unwrap();
+    let b = read_ct(&masks[1]).unwrap();
+    assert_eq!(a.dims, b.dims);
+    assert_eq!(a.data, b.data, "the masks differ");
+    assert!(
+        a.data.iter().any(|&v| v > 0.0),
+        "empty mask: nothing compared"
+    );
+    let (a, b) = (a.affine(), b.affine());
+    for r in 0..4 {
+        for c in 0..4 {
+            assert!((a[r][c] - b[r][c]).abs() < 1e-3, "affine {a:?} vs {b:?}");
+        }
+    }
+}
+
+#[test]
+fn cli_refuses_two_series_with_the_list() {
+    let dir = series_dir("cli_two", |i, mut o| {
+        if i == 0 {
+            o.put(text(
+                tags::SERIES_INSTANCE_UID,
+                VR::UI,
+                "1.2.826.0.1.3680043.10.9999.5",
+            ));
+        }
+        Some(o)
+    });
+    let out = bin()
+        .arg("segment")
+        .arg(&dir)
+        .arg("-o")
+        .arg(tmp().join("never.nii.gz"))
+        .args(["--weights", "/nonexistent", "--text", "liver"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("2 series") && e.contains("1.2.826.0.1.3680043.10.9999.5"),
+        "{e}"
+    );
+    assert!(!tmp().join("never.nii.gz").exists());
+}
