@@ -513,3 +513,176 @@ fn cli_refuses_two_series_with_the_list() {
     );
     assert!(!tmp().join("never.nii.gz").exists());
 }
+
+// ---------------------------------------------------------------- DICOM-SEG
+
+/// A larger synthetic series (a bright block in air) for segmenting.
+fn phantom_series(name: &str, study_uid: Option<&str>) -> PathBuf {
+    let dir = tmp().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (rows, cols, n) = (40usize, 48usize, 10usize);
+    for k in 0..n {
+        let z = -50.0 + 2.5 * k as f64;
+        let mut o = slice_object(SERIES, k as i32 + 1, z, rows, cols);
+        let mut bytes = Vec::with_capacity(rows * cols * 2);
+        for r in 0..rows {
+            for c in 0..cols {
+                let inside = (8..30).contains(&r) && (10..40).contains(&c) && (2..8).contains(&k);
+                let v: i16 = if inside {
+                    560 + (r as i16 + c as i16) % 7
+                } else {
+                    12
+                };
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        o.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::from(bytes),
+        ));
+        match study_uid {
+            Some(u) => o.put(text(tags::STUDY_INSTANCE_UID, VR::UI, u)),
+            None => o.put(text(tags::STUDY_INSTANCE_UID, VR::UI, "")),
+        };
+        o.put(text(tags::PATIENT_NAME, VR::PN, "Phantom^Test"));
+        write_object(&dir.join(format!("S{k:03}.dcm")), o);
+    }
+    dir
+}
+
+fn segment_with_seg(dir: &Path, out: &Path, names: &[&str]) -> std::process::Output {
+    let mut cmd = bin();
+    cmd.arg("segment")
+        .arg(dir)
+        .arg("-o")
+        .arg(out.join("labels.nii.gz"))
+        .arg("--dicom-seg")
+        .arg(out.join("seg.dcm"))
+        .arg("--weights")
+        .arg(tiny_weights())
+        .args(["--device", "cpu"]);
+    for n in names {
+        cmd.args(["--text", n]);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn dicom_seg_references_the_series_and_matches_the_label_map() {
+    let dir = phantom_series("seg_phantom", Some("1.2.826.0.1.3680043.10.9999.1"));
+    let out = tmp().join("seg_out");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let names = ["liver", "spleen"];
+    let o = segment_with_seg(&dir, &out, &names);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let labels = read_ct(&out.join("labels.nii.gz")).unwrap();
+    assert!(
+        labels.data.iter().any(|&v| v > 0.0),
+        "empty label map: nothing compared"
+    );
+
+    // Read back with dicom-object: the frames unpacked equal the label map.
+    let seg = dicom_object::open_file(out.join("seg.dcm")).unwrap();
+    let get = |t| seg.element(t).unwrap().to_str().unwrap().to_string();
+    assert_eq!(get(tags::SOP_CLASS_UID), uids::SEGMENTATION_STORAGE);
+    assert_eq!(get(tags::SEGMENTATION_TYPE), "BINARY");
+    assert_eq!(
+        get(tags::STUDY_INSTANCE_UID),
+        "1.2.826.0.1.3680043.10.9999.1"
+    );
+    assert_eq!(get(tags::PATIENT_NAME), "Phantom^Test");
+    let segments = seg
+        .element(tags::SEGMENT_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap();
+    let labels_in_seg: Vec<String> = segments
+        .iter()
+        .map(|s| {
+            s.element(tags::SEGMENT_LABEL)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(labels_in_seg, names);
+    let [cols, rows, n] = labels.dims;
+    let frames: usize = get(tags::NUMBER_OF_FRAMES).parse().unwrap();
+    assert_eq!(frames, names.len() * n);
+    let bits = seg.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+    let plane = rows * cols;
+    for s in 0..names.len() {
+        for k in 0..n {
+            for r in 0..rows {
+                for c in 0..cols {
+                    let bit = (s * n + k) * plane + r * cols + c;
+                    let set = bits[bit / 8] >> (bit % 8) & 1 == 1;
+                    let want = labels.data[labels.index(c, rows - 1 - r, k)] == (s + 1) as f32;
+                    assert_eq!(set, want, "segment {s} slice {k} pixel {r},{c}");
+                }
+            }
+        }
+    }
+
+    // And with highdicom, when the CI script provides it.
+    let py = std::env::var("SEGVOL_DICOM_PYTHON").unwrap_or_default();
+    if py.is_empty() {
+        eprintln!(
+            "!!! SKIPPED: the highdicom check of the DICOM-SEG: SEGVOL_DICOM_PYTHON is not set (scripts/ci-dicom.sh sets it)"
+        );
+        return;
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/check-dicom-seg.py");
+    let o = Command::new(&py)
+        .arg(script)
+        .arg(out.join("seg.dcm"))
+        .arg(out.join("labels.nii.gz"))
+        .arg(&dir)
+        .args(names)
+        .output()
+        .unwrap();
+    let so = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{so}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprintln!("highdicom: {so}");
+}
+
+#[test]
+fn dicom_seg_is_refused_before_any_work_when_it_cannot_be_written() {
+    // A series whose StudyInstanceUID was blanked cannot be referenced.
+    let dir = phantom_series("seg_anonymised", None);
+    let out = tmp().join("seg_refused");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let o = segment_with_seg(&dir, &out, &["liver"]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("StudyInstanceUID"), "{e}");
+    assert!(!out.join("labels.nii.gz").exists() && !out.join("seg.dcm").exists());
+
+    // NIfTI input has no series to reference.
+    let good = series_dir("seg_nifti_input", |_, o| Some(o));
+    let nii = out.join("ct.nii.gz");
+    let ct = read_input(&[good], None).unwrap();
+    segvol::io::write::write_label_map(&nii, &ct, &vec![1u8; ct.len()]).unwrap();
+    let o = bin()
+        .arg("segment")
+        .arg(&nii)
+        .arg("-o")
+        .arg(out.join("l.nii.gz"))
+        .arg("--dicom-seg")
+        .arg(out.join("s.dcm"))
+        .args(["--weights", "/nonexistent", "--text", "liver"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--dicom-seg needs a DICOM series"), "{e}");
+}

@@ -173,6 +173,10 @@ pub struct SegmentArgs {
     /// Write a summary: voxel counts, volumes in ml, timings.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also write a DICOM Segmentation (.dcm, one segment per category)
+    /// referencing the input series (DICOM input only).
+    #[arg(long, value_name = "OUT.dcm")]
+    pub dicom_seg: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

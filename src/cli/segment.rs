@@ -4,7 +4,8 @@ use serde_json::json;
 
 use segvol::api::{Engine, Options};
 use segvol::backend::Backend;
-use segvol::error::Result;
+use segvol::error::{Error, Result};
+use segvol::io::dicom::{check_seg_output, write_dicom_seg};
 use segvol::io::write::check_output_path;
 use segvol::io::CtSource;
 use segvol::pipeline::memory::{check, MemoryLimit};
@@ -41,6 +42,14 @@ pub fn run(args: SegmentArgs) -> Result<()> {
     }
     if let Some(j) = &args.json {
         check_json_path(j)?;
+    }
+    if let Some(p) = &args.dicom_seg {
+        check_seg_output(
+            p,
+            source.dicom().ok_or_else(|| {
+                Error::Invalid("--dicom-seg needs a DICOM series as input".into())
+            })?,
+        )?;
     }
     let weights = resolve_weights(args.engine.weights.as_deref(), &progress)?;
     progress.step("loading model");
@@ -115,6 +124,9 @@ impl BackendTask for Task<'_> {
         result.write_label_map(&args.output, &ct)?;
         if let Some(pp) = &args.probabilities {
             result.write_probabilities(pp, &ct)?;
+        }
+        if let (Some(p), Some(d)) = (&args.dicom_seg, source.dicom()) {
+            write_dicom_seg(p, d, &result.labels, &result.names)?;
         }
         progress.finish();
 

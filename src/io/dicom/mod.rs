@@ -8,6 +8,7 @@
 
 pub mod geometry;
 pub mod pixels;
+pub mod seg;
 pub mod series;
 
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::io::nifti::CtVolume;
 
+pub use self::seg::{check_seg_output, write_dicom_seg};
 pub use self::series::{has_dicom_magic, Series, SliceHeader};
 
 /// One CT series, its headers read and checked, ready to decode.
