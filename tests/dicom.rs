@@ -13,138 +13,14 @@ use std::process::Command;
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
-use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use dicom_object::InMemDicomObject;
 use segvol::io::nifti::read_ct;
 use segvol::io::{read_input, CtSource};
 
 use common::cli::{bin, tiny_weights, tmp};
+use common::dicom_gen::*;
 
 // ---------------------------------------------------------------- synthetic
-
-const ROWS: usize = 12;
-const COLS: usize = 10;
-const SLOPE: f64 = 2.0;
-const INTER: f64 = -1000.0;
-
-/// The stored value of pixel (row, col) on the slice at z.
-fn stored(row: usize, col: usize, z: f64) -> i16 {
-    (row as i16) * 37 + (col as i16) * 5 + (z as i16) * 3 - 200
-}
-
-fn text(tag: dicom_core::Tag, vr: VR, v: &str) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, vr, PrimitiveValue::from(v))
-}
-
-/// One CT slice of a synthetic series: rows × cols, explicit VR little
-/// endian, at z along an axial normal. `edit` changes it before writing.
-fn slice_object(series: &str, instance: i32, z: f64, rows: usize, cols: usize) -> InMemDicomObject {
-    let mut o = InMemDicomObject::new_empty();
-    let sop = format!("1.2.826.0.1.3680043.10.9999.{instance}.{}", z.abs() as i64);
-    o.put(text(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE));
-    o.put(text(tags::SOP_INSTANCE_UID, VR::UI, &sop));
-    o.put(text(tags::MODALITY, VR::CS, "CT"));
-    o.put(text(
-        tags::STUDY_INSTANCE_UID,
-        VR::UI,
-        "1.2.826.0.1.3680043.10.9999.1",
-    ));
-    o.put(text(tags::SERIES_INSTANCE_UID, VR::UI, series));
-    o.put(text(tags::SERIES_DESCRIPTION, VR::LO, "synthetic"));
-    o.put(text(
-        tags::FRAME_OF_REFERENCE_UID,
-        VR::UI,
-        "1.2.826.0.1.3680043.10.9999.2",
-    ));
-    o.put(text(tags::INSTANCE_NUMBER, VR::IS, &instance.to_string()));
-    o.put(text(
-        tags::IMAGE_POSITION_PATIENT,
-        VR::DS,
-        &format!("-20\\-30\\{z}"),
-    ));
-    o.put(text(
-        tags::IMAGE_ORIENTATION_PATIENT,
-        VR::DS,
-        "1\\0\\0\\0\\1\\0",
-    ));
-    o.put(text(tags::PIXEL_SPACING, VR::DS, "0.5\\0.75"));
-    o.put(text(tags::SLICE_THICKNESS, VR::DS, "2"));
-    o.put(text(tags::RESCALE_SLOPE, VR::DS, &SLOPE.to_string()));
-    o.put(text(tags::RESCALE_INTERCEPT, VR::DS, &INTER.to_string()));
-    o.put(text(
-        tags::PHOTOMETRIC_INTERPRETATION,
-        VR::CS,
-        "MONOCHROME2",
-    ));
-    o.put(DataElement::new(
-        tags::SAMPLES_PER_PIXEL,
-        VR::US,
-        PrimitiveValue::from(1u16),
-    ));
-    o.put(DataElement::new(
-        tags::ROWS,
-        VR::US,
-        PrimitiveValue::from(rows as u16),
-    ));
-    o.put(DataElement::new(
-        tags::COLUMNS,
-        VR::US,
-        PrimitiveValue::from(cols as u16),
-    ));
-    o.put(DataElement::new(
-        tags::BITS_ALLOCATED,
-        VR::US,
-        PrimitiveValue::from(16u16),
-    ));
-    o.put(DataElement::new(
-        tags::BITS_STORED,
-        VR::US,
-        PrimitiveValue::from(16u16),
-    ));
-    o.put(DataElement::new(
-        tags::HIGH_BIT,
-        VR::US,
-        PrimitiveValue::from(15u16),
-    ));
-    o.put(DataElement::new(
-        tags::PIXEL_REPRESENTATION,
-        VR::US,
-        PrimitiveValue::from(1u16),
-    ));
-    let mut bytes = Vec::with_capacity(rows * cols * 2);
-    for r in 0..rows {
-        for c in 0..cols {
-            bytes.extend_from_slice(&stored(r, c, z).to_le_bytes());
-        }
-    }
-    o.put(DataElement::new(
-        tags::PIXEL_DATA,
-        VR::OW,
-        PrimitiveValue::from(bytes),
-    ));
-    o
-}
-
-fn write_object(path: &Path, o: InMemDicomObject) {
-    let sop = o
-        .element(tags::SOP_INSTANCE_UID)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    let file = o
-        .with_meta(
-            FileMetaTableBuilder::new()
-                .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE)
-                .media_storage_sop_instance_uid(sop),
-        )
-        .unwrap();
-    file.write_to_file(path).unwrap();
-}
-
-const SERIES: &str = "1.2.826.0.1.3680043.10.9999.3";
-/// Slice positions, written in this (unsorted, descending) file order.
-const ZS: [f64; 5] = [-100.0, -102.0, -104.0, -106.0, -108.0];
 
 /// A fresh folder holding the synthetic series, each slice passed through
 /// `edit(index, object)` (None drops the slice).
@@ -155,10 +31,8 @@ fn series_dir(
     let dir = tmp().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    for (i, &z) in ZS.iter().enumerate() {
-        if let Some(o) = edit(i, slice_object(SERIES, i as i32 + 1, z, ROWS, COLS)) {
-            write_object(&dir.join(format!("IM{i:04}.dcm")), o);
-        }
+    for (name, bytes) in series_files(edit) {
+        std::fs::write(dir.join(name), bytes).unwrap();
     }
     // Not DICOM: skipped when the folder is scanned.
     std::fs::write(dir.join("README.txt"), "not a slice").unwrap();
