@@ -53,7 +53,7 @@ fn open_err(inputs: &[PathBuf], series: Option<&str>) -> String {
 #[test]
 fn synthetic_series_geometry_and_rescale() {
     let dir = series_dir("good", |_, o| Some(o));
-    let ct = read_input(&[dir.clone()], None).unwrap();
+    let ct = read_input(std::slice::from_ref(&dir), None).unwrap();
     assert_eq!(ct.dims, [COLS, ROWS, ZS.len()]);
     let a = ct.affine();
     // Sorted ascending along +z (the last file first), rows bottom-up
@@ -98,16 +98,16 @@ fn two_series_are_listed_and_one_can_be_chosen() {
         }
         Some(o)
     });
-    let m = open_err(&[dir.clone()], None);
+    let m = open_err(std::slice::from_ref(&dir), None);
     assert!(m.contains("2 series") && m.contains("--series"), "{m}");
     assert!(m.contains(&format!("{SERIES} (synthetic, 3 files)")), "{m}");
     assert!(
         m.contains(&format!("{other} (other recon, 2 files)")),
         "{m}"
     );
-    let ct = read_input(&[dir.clone()], Some(other)).unwrap();
+    let ct = read_input(std::slice::from_ref(&dir), Some(other)).unwrap();
     assert_eq!(ct.dims, [COLS, ROWS, 2]);
-    let ct = read_input(&[dir.clone()], Some(SERIES)).unwrap();
+    let ct = read_input(std::slice::from_ref(&dir), Some(SERIES)).unwrap();
     assert_eq!(ct.dims, [COLS, ROWS, 3]);
     let m = open_err(&[dir], Some("1.2.3"));
     assert!(m.contains("no series 1.2.3"), "{m}");
@@ -242,7 +242,7 @@ fn totalsegmentator_series_matches_the_converter_and_pydicom() {
     else {
         return;
     };
-    let ct = read_input(&[dir.clone()], None).unwrap();
+    let ct = read_input(std::slice::from_ref(&dir), None).unwrap();
     // TotalSegmentator's own output for this series, in the geometry its
     // DICOM-to-NIfTI conversion gave.
     let reference = read_ct(&conv).unwrap();
