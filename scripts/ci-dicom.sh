@@ -3,8 +3,8 @@
 #
 # Prepares, under $SEGVOL_DICOM_DATA (default target/dicom-data; nothing is
 # committed): TotalSegmentator's 20-slice CT series and its converted output
-# (from ../shared/fixtures/data when there, else a sparse clone of the
-# GitHub repository), pydicom's test files (from the pydicom wheel), and
+# (from ../shared/fixtures/data when there, else TotalSegmentator's PyPI
+# sdist), pydicom's test files (from the pydicom wheel), and
 # pydicom-decoded reference volumes (scripts/dicom-reference.py). Then runs
 # tests/dicom.rs with that data and with a Python that has pydicom and
 # highdicom (the DICOM-SEG check). Whatever cannot be fetched is skipped
@@ -29,25 +29,30 @@ else
     skip "pip could not install pydicom, pillow, numpy, nibabel, highdicom: no pydicom test files, no reference volumes, no DICOM-SEG check"
 fi
 
-# TotalSegmentator's series (Apache-2.0 repository; fetched, never committed).
-ts=tests/reference_files
+# TotalSegmentator's series (Apache-2.0; fetched, never committed): from the
+# shared fixtures when there, else from its PyPI sdist (pinned; the sdist
+# carries tests/reference_files, identical to the GitHub repository's).
+ts_version=2.18.0
 shared=../shared/fixtures/data
 if [ ! -d "$data/example_ct_dicom" ]; then
-    if [ -d "$shared/example_ct_dicom" ]; then
-        cp -r "$shared/example_ct_dicom" "$data/"
-        [ -f "$shared/example_seg_dicom.nii.gz" ] && cp "$shared/example_seg_dicom.nii.gz" "$data/"
-    else
-        clone=target/ts-clone
-        rm -rf "$clone"
-        if timeout 300 git clone -q --depth 1 --filter=blob:none --sparse \
-            https://github.com/wasserth/TotalSegmentator "$clone" &&
-            git -C "$clone" sparse-checkout set --no-cone \
-                "/$ts/example_ct_dicom/" "/$ts/example_seg_dicom.nii.gz"; then
-            cp -r "$clone/$ts/example_ct_dicom" "$clone/$ts/example_seg_dicom.nii.gz" "$data/"
+    if [ -d "$shared/example_ct_dicom" ] && [ -f "$shared/example_seg_dicom.nii.gz" ]; then
+        cp -r "$shared/example_ct_dicom" "$shared/example_seg_dicom.nii.gz" "$data/"
+    elif [ -n "$py" ]; then
+        dl=target/ts-sdist
+        rm -rf "$dl" && mkdir -p "$dl"
+        if "$venv/bin/pip" download -q --no-deps --no-binary :all: \
+            "totalsegmentator==$ts_version" -d "$dl" &&
+            tar xzf "$dl/totalsegmentator-$ts_version.tar.gz" -C "$dl" \
+                "totalsegmentator-$ts_version/tests/reference_files/example_ct_dicom" \
+                "totalsegmentator-$ts_version/tests/reference_files/example_seg_dicom.nii.gz"; then
+            cp -r "$dl/totalsegmentator-$ts_version/tests/reference_files/example_ct_dicom" \
+                "$dl/totalsegmentator-$ts_version/tests/reference_files/example_seg_dicom.nii.gz" "$data/"
         else
-            skip "could not fetch TotalSegmentator's example_ct_dicom: the real-series tests skip"
+            skip "could not fetch TotalSegmentator's example_ct_dicom (sdist $ts_version): the real-series tests skip"
         fi
-        rm -rf "$clone"
+        rm -rf "$dl"
+    else
+        skip "no pip: TotalSegmentator's example_ct_dicom is not fetched: the real-series tests skip"
     fi
 fi
 
