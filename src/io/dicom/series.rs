@@ -109,9 +109,12 @@ pub fn list_folder(dir: &Path) -> Result<Vec<PathBuf>> {
             if hidden {
                 continue;
             }
-            if p.is_dir() {
+            // Subfolders are followed only when they are real folders, so a
+            // symbolic link cycle cannot make the scan endless.
+            let real_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if real_dir {
                 stack.push(p);
-            } else if has_dicom_magic(&p) {
+            } else if p.is_file() && has_dicom_magic(&p) {
                 out.push(p);
                 if out.len() > MAX_FILES {
                     return Err(err(
