@@ -39,7 +39,8 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::io::nifti::{read_ct, CtVolume};
+use crate::io::nifti::CtVolume;
+use crate::io::read_input;
 use crate::io::write::{write_label_map, write_probabilities};
 use crate::model::{ClipTokenizer, SegVol, TextEmbedder, TextEmbedding};
 use crate::pipeline::output::{label_counts, label_map, probability_map, Placement};
@@ -163,7 +164,8 @@ impl<B: Backend> Engine<B> {
         texts.embed(&self.model, name)
     }
 
-    /// Reads a NIfTI CT and segments it: [`Engine::segment_volume`] on the file.
+    /// Reads a CT (a NIfTI file or a DICOM series folder holding one series)
+    /// and segments it: [`Engine::segment_volume`] on it.
     pub fn segment_file(
         &self,
         ct: impl AsRef<Path>,
@@ -171,7 +173,7 @@ impl<B: Backend> Engine<B> {
         opts: &Options,
     ) -> Result<Segmentation> {
         request.category_count()?;
-        let ct = read_ct(ct.as_ref())?;
+        let ct = read_input(&[ct.as_ref().to_path_buf()], None)?;
         self.segment_volume(&ct, request, opts)
     }
 
@@ -432,9 +434,9 @@ impl<B: Backend> Session<B> {
         Ok(())
     }
 
-    /// Reads a NIfTI CT and sets it as the image.
+    /// Reads a CT (NIfTI file or DICOM series folder) and sets it as the image.
     pub fn set_image_file(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        self.set_image(read_ct(path.as_ref())?)
+        self.set_image(read_input(&[path.as_ref().to_path_buf()], None)?)
     }
 
     /// Adds a click at `at` (in [`Session::frame`]), positive (object) or

@@ -31,6 +31,11 @@ pub enum Error {
     #[error("NIfTI {path}: {msg}")]
     Nifti { path: PathBuf, msg: String },
 
+    /// A DICOM input that cannot be read as one CT volume; the message
+    /// names the file (or folder) and the problem.
+    #[error("DICOM {path}: {msg}")]
+    Dicom { path: PathBuf, msg: String },
+
     /// A prompt that cannot be honoured (outside the volume, empty box, bad
     /// label, ...). The message names the prompt.
     #[error("prompt {prompt}: {msg}")]

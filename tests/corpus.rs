@@ -29,6 +29,9 @@ enum Run {
     Weights(&'static str, Vec<u8>),
     /// The whole argument list; `{ct}`, `{w}`, `{out}`, `{dir}` replaced.
     Raw(Vec<&'static str>),
+    /// `segment SERIES_FOLDER -o OUT --weights TINY --text liver` plus these
+    /// arguments, the folder holding these files.
+    Dicom(Vec<(String, Vec<u8>)>, Vec<&'static str>),
 }
 
 struct Case {
@@ -443,7 +446,8 @@ fn nifti_cases() -> Vec<Case> {
             "No such file",
         ),
         case(
-            "CT path is a folder",
+            // A folder is read as a DICOM series; this one holds none.
+            "CT path is a folder without DICOM files",
             Run::Raw(vec![
                 "segment",
                 "{dir}",
@@ -454,7 +458,7 @@ fn nifti_cases() -> Vec<Case> {
                 "--text",
                 "liver",
             ]),
-            "directory",
+            "no DICOM files",
         ),
     ]
 }
@@ -822,6 +826,176 @@ fn weights_cases() -> Vec<Case> {
     ]
 }
 
+/// DICOM series (tests/common/dicom_gen.rs: a 5-slice series), each
+/// broken one way.
+fn dicom_cases() -> Vec<Case> {
+    use common::dicom_gen::*;
+    use dicom_dictionary_std::tags;
+    let drop_tag = |tag| {
+        series_files(move |i, mut o| {
+            if i == 2 {
+                o.remove_element(tag);
+            }
+            Some(o)
+        })
+    };
+    let good = series_files(|_, o| Some(o));
+    let mut cut = good.clone();
+    let n = cut[3].1.len();
+    cut[3].1.truncate(n - 50);
+    let dicom = |files, extra: &[&'static str]| Run::Dicom(files, extra.to_vec());
+    vec![
+        case(
+            "DICOM: two series in one folder",
+            dicom(
+                series_files(|i, mut o| {
+                    if i >= 3 {
+                        o.put(text(
+                            tags::SERIES_INSTANCE_UID,
+                            dicom_core::VR::UI,
+                            "1.2.3.4",
+                        ));
+                    }
+                    Some(o)
+                }),
+                &[],
+            ),
+            "--series UID",
+        ),
+        case(
+            "DICOM: --series not in the folder",
+            dicom(good.clone(), &["--series", "1.2.3.4"]),
+            "no series 1.2.3.4",
+        ),
+        case(
+            "DICOM: missing ImagePositionPatient",
+            dicom(drop_tag(tags::IMAGE_POSITION_PATIENT), &[]),
+            "missing tag ImagePositionPatient",
+        ),
+        case(
+            "DICOM: missing ImageOrientationPatient",
+            dicom(drop_tag(tags::IMAGE_ORIENTATION_PATIENT), &[]),
+            "missing tag ImageOrientationPatient",
+        ),
+        case(
+            "DICOM: missing PixelSpacing",
+            dicom(drop_tag(tags::PIXEL_SPACING), &[]),
+            "PixelSpacing",
+        ),
+        case(
+            "DICOM: missing PixelData",
+            dicom(drop_tag(tags::PIXEL_DATA), &[]),
+            "missing tag PixelData",
+        ),
+        case(
+            "DICOM: missing slice (inconsistent spacing)",
+            dicom(series_files(|i, o| (i != 2).then_some(o)), &[]),
+            "inconsistent slice spacing",
+        ),
+        case(
+            "DICOM: two slices at one position",
+            dicom(
+                series_files(|i, mut o| {
+                    if i == 1 {
+                        o.put(text(
+                            tags::IMAGE_POSITION_PATIENT,
+                            dicom_core::VR::DS,
+                            &format!("-20\\-30\\{}", ZS[0]),
+                        ));
+                    }
+                    Some(o)
+                }),
+                &[],
+            ),
+            "same position",
+        ),
+        case(
+            "DICOM: gantry tilt",
+            dicom(
+                series_files(|i, mut o| {
+                    let y = -30.0 + (ZS[i] + 100.0) * 0.27;
+                    o.put(text(
+                        tags::IMAGE_POSITION_PATIENT,
+                        dicom_core::VR::DS,
+                        &format!("-20\\{y:.4}\\{}", ZS[i]),
+                    ));
+                    Some(o)
+                }),
+                &[],
+            ),
+            "gantry tilt",
+        ),
+        case(
+            "DICOM: mixed slice sizes",
+            dicom(
+                series_files(|i, o| {
+                    Some(if i == 3 {
+                        slice_object(SERIES, 4, ZS[3], ROWS + 2, COLS)
+                    } else {
+                        o
+                    })
+                }),
+                &[],
+            ),
+            "mixed slice sizes",
+        ),
+        case(
+            "DICOM: three samples per pixel",
+            dicom(
+                series_files(|_, mut o| {
+                    o.put(us(tags::SAMPLES_PER_PIXEL, 3));
+                    Some(o)
+                }),
+                &[],
+            ),
+            "samples per pixel",
+        ),
+        case(
+            "DICOM: pixel data shorter than Rows x Columns",
+            dicom(
+                series_files(|i, mut o| {
+                    if i == 1 {
+                        o.put(dicom_core::DataElement::new(
+                            tags::PIXEL_DATA,
+                            dicom_core::VR::OW,
+                            dicom_core::PrimitiveValue::from(vec![0u8; ROWS * COLS]),
+                        ));
+                    }
+                    Some(o)
+                }),
+                &[],
+            ),
+            "truncated pixel data",
+        ),
+        case(
+            "DICOM: file cut inside the pixel data",
+            dicom(cut, &[]),
+            "truncated",
+        ),
+        case(
+            "DICOM: folder without DICOM files",
+            dicom(vec![("notes.txt".into(), b"not DICOM".to_vec())], &[]),
+            "no DICOM files",
+        ),
+        case(
+            "DICOM: --dicom-seg for a series without StudyInstanceUID",
+            dicom(
+                series_files(|_, mut o| {
+                    o.remove_element(tags::STUDY_INSTANCE_UID);
+                    Some(o)
+                }),
+                &["--dicom-seg", "{dir}/out/seg.dcm"],
+            ),
+            "no StudyInstanceUID",
+        ),
+        case(
+            "DICOM: --dicom-seg for NIfTI input",
+            args(&["--text", "liver", "--dicom-seg", "{dir}/out/seg.dcm"]),
+            "--dicom-seg needs a DICOM series",
+        ),
+    ]
+}
+
 /// Runs one case; `Err` says how it failed the contract.
 fn run_case(s: &Setup, index: usize, c: &Case) -> Result<(), String> {
     let dir = s.root.join("cases").join(format!("case{index:03}"));
@@ -863,6 +1037,17 @@ fn run_case(s: &Setup, index: usize, c: &Case) -> Result<(), String> {
             std::fs::write(&p, bytes).unwrap();
             let mut a = base(&s.ct, &p);
             a.extend(["--text".into(), "liver".into()]);
+            a
+        }
+        Run::Dicom(files, extra) => {
+            let series = dir.join("series");
+            std::fs::create_dir_all(&series).unwrap();
+            for (name, bytes) in files {
+                std::fs::write(series.join(name), bytes).unwrap();
+            }
+            let mut a = base(&series, &s.weights);
+            a.extend(["--text".into(), "liver".into()]);
+            a.extend(extra.iter().map(|x| sub(x)));
             a
         }
         Run::Raw(a) => {
@@ -923,6 +1108,7 @@ fn malformed_inputs_fail_cleanly() {
     let mut cases = nifti_cases();
     cases.extend(prompt_cases());
     cases.extend(weights_cases());
+    cases.extend(dicom_cases());
     assert!(cases.len() >= 50, "only {} cases", cases.len());
 
     // Two workers: the cases are independent processes.

@@ -124,7 +124,7 @@ impl From<Error> for Fail {
             | Error::NotSegVol(_)
             | Error::Config(_)
             | Error::Tokenizer(_) => SegvolStatus::Weights,
-            Error::Nifti { .. } => SegvolStatus::Image,
+            Error::Nifti { .. } | Error::Dicom { .. } => SegvolStatus::Image,
             Error::Prompt { .. } => SegvolStatus::Prompt,
             Error::Memory(_) => SegvolStatus::OutOfMemory,
             _ => SegvolStatus::InvalidArgument,

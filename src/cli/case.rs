@@ -12,8 +12,10 @@ use segvol::api::{Engine, Options, Segmentation};
 use segvol::backend::Backend;
 use segvol::config::ModelConfig;
 use segvol::error::{Error, Result};
-use segvol::io::nifti::{probe_ct, read_ct, CtVolume};
+use segvol::io::dicom::{check_seg_output, write_dicom_seg};
+use segvol::io::nifti::CtVolume;
 use segvol::io::write::check_output_path;
+use segvol::io::CtSource;
 use segvol::pipeline::memory::{check, MemoryLimit};
 use segvol::pipeline::preprocess::{preprocess_ct, Preprocessed};
 use segvol::pipeline::request::Request;
@@ -30,7 +32,17 @@ use super::EngineArgs;
 pub struct Case {
     /// Shown before the case's progress lines in a cohort ("3/10 name: ").
     pub label: String,
+    /// The CT as named (a NIfTI file, a DICOM folder, or the first of a
+    /// series' files): the case's name and messages come from it.
     pub input: PathBuf,
+    /// Everything that makes up the CT: `[input]`, or a series' files.
+    pub sources: Vec<PathBuf>,
+    /// `--series`: the DICOM series to read where a folder holds several.
+    pub series: Option<String>,
+    /// `--dicom-seg`: a DICOM Segmentation beside the label map (DICOM input).
+    pub dicom_seg: Option<PathBuf>,
+    /// The input already opened (headers read) by an up-front check.
+    pub opened: Option<CtSource>,
     pub output: PathBuf,
     pub probabilities: Option<PathBuf>,
     pub json: Option<PathBuf>,
@@ -56,6 +68,8 @@ pub struct Settings {
 pub struct Loaded {
     /// The CT's header and geometry (its voxels are freed after preprocessing).
     ct: CtVolume,
+    /// Where it came from (a DICOM series' headers, for DICOM outputs).
+    source: CtSource,
     pre: Preprocessed,
     progress: Progress,
 }
@@ -67,6 +81,22 @@ pub struct Done {
 }
 
 impl Case {
+    /// Opens the input (headers only) and checks the DICOM-SEG output
+    /// against it.
+    pub fn open(&self) -> Result<CtSource> {
+        let source = match &self.opened {
+            Some(s) => s.clone(),
+            None => CtSource::open(&self.sources, self.series.as_deref())?,
+        };
+        if let Some(p) = &self.dicom_seg {
+            let series = source.dicom().ok_or_else(|| {
+                Error::Invalid("--dicom-seg needs a DICOM series as input".into())
+            })?;
+            check_seg_output(p, series)?;
+        }
+        Ok(source)
+    }
+
     /// Checks the prompts and the output paths, before anything is read.
     pub fn check(&self) -> Result<usize> {
         if let Some(p) = &self.problem {
@@ -106,14 +136,14 @@ pub fn read(
     if let Some(b) = bars {
         b.stage("reading CT");
     }
-    let info = probe_ct(&case.input)?;
-    let mut work = workload(&settings.engine, info.dims, n_cats);
+    let source = case.open()?;
+    let mut work = workload(&settings.engine, source.dims()?, n_cats);
     work.probabilities = case.probabilities.is_some();
     work.intensities_kept = settings.outputs.needs_intensities();
     let est = check(cfg, &work, settings.limit)?;
     progress.note(&memory_note(&est, settings.limit));
     admit(est.peak);
-    let mut ct = read_ct(&case.input)?;
+    let mut ct = source.read()?;
     progress.step("preprocessing");
     if let Some(b) = bars {
         b.stage("preprocessing");
@@ -127,7 +157,12 @@ pub fn read(
     work.cropped = Some(pre.cropped_dims());
     check(cfg, &work, settings.limit)?;
     progress.finish();
-    Ok(Loaded { ct, pre, progress })
+    Ok(Loaded {
+        ct,
+        source,
+        pre,
+        progress,
+    })
 }
 
 /// The network, then the outputs: the label map (and probabilities, JSON)
@@ -141,6 +176,7 @@ pub fn segment_and_write<B: Backend>(
 ) -> Result<Done> {
     let Loaded {
         ct,
+        source,
         pre,
         mut progress,
     } = loaded;
@@ -163,6 +199,9 @@ pub fn segment_and_write<B: Backend>(
     result.write_label_map(&case.output, &ct)?;
     if let Some(pp) = &case.probabilities {
         result.write_probabilities(pp, &ct)?;
+    }
+    if let (Some(p), Some(series)) = (&case.dicom_seg, source.dicom()) {
+        write_dicom_seg(p, series, &result.labels, &result.names)?;
     }
     let extra = write_case(
         &settings.outputs,

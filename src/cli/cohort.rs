@@ -18,6 +18,7 @@ use serde_json::json;
 use segvol::api::Engine;
 use segvol::backend::Backend;
 use segvol::error::{Error, Result};
+use segvol::io::dicom::is_dicom_input;
 use segvol::pipeline::memory::{constant_bytes, MemoryLimit};
 use segvol::pipeline::request::Request;
 use segvol::report::envelope::wrap;
@@ -32,7 +33,8 @@ use super::SegmentArgs;
 pub fn wanted(args: &SegmentArgs) -> bool {
     args.manifest.is_some()
         || args.output_dir.is_some()
-        || args.inputs.len() > 1
+        // Several files of one DICOM series are one CT.
+        || (args.inputs.len() > 1 && !is_dicom_input(&args.inputs))
         || args
             .inputs
             .first()
@@ -122,6 +124,16 @@ pub fn plan(args: &SegmentArgs, req: &Request) -> Result<Plan> {
     if args.json.is_some() {
         return refuse("--json");
     }
+    if args.dicom_seg.is_some() {
+        return refuse("--dicom-seg");
+    }
+    if args.series.is_some() {
+        return Err(Error::Invalid(
+            "--series picks the series of one DICOM input; a cohort run takes one series per \
+             folder (or per manifest row)"
+                .into(),
+        ));
+    }
     let dir = args.output_dir.clone().ok_or_else(|| {
         Error::Invalid(
             "a cohort run (several CTs, a folder of CTs or --manifest) needs --output-dir DIR"
@@ -191,6 +203,10 @@ pub fn plan(args: &SegmentArgs, req: &Request) -> Result<Plan> {
         };
         cases.push(Case {
             label: format!("{}/{n} {name}: ", i + 1),
+            sources: vec![e.input.clone()],
+            series: None,
+            dicom_seg: None,
+            opened: None,
             input: e.input,
             output,
             probabilities: None,

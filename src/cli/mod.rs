@@ -41,8 +41,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Segment a CT (NIfTI) from text, box and point prompts with zoom-out-zoom-in;
-    /// or a cohort of CTs (several paths, a folder, a CSV manifest) with the model loaded once.
+    /// Segment a CT (NIfTI, or a DICOM series folder) from text, box and point prompts with
+    /// zoom-out-zoom-in; or a cohort of CTs (several paths, a folder, a CSV manifest) with the
+    /// model loaded once.
     Segment(SegmentArgs),
     /// Segment with prompts built from a ground-truth label map and report Dice.
     Eval(EvalArgs),
@@ -153,10 +154,14 @@ pub struct EngineArgs {
 
 #[derive(Args, Debug)]
 pub struct SegmentArgs {
-    /// The CT volume (.nii or .nii.gz). Several CTs, or a folder of them,
-    /// make a cohort run (with --output-dir).
+    /// The CT: a .nii / .nii.gz file, a DICOM series folder, or the .dcm
+    /// files of one series. Several CTs, or a folder of NIfTI files, make a
+    /// cohort run (with --output-dir).
     #[arg(value_name = "CT", required_unless_present = "manifest")]
     pub inputs: Vec<PathBuf>,
+    /// The DICOM series to read (SeriesInstanceUID) when the folder holds several.
+    #[arg(long, value_name = "UID")]
+    pub series: Option<String>,
     /// Output label map (.nii or .nii.gz), in the CT's geometry: 0/1 for one
     /// category, 1..K in the order given for several. One CT only.
     #[arg(short, long)]
@@ -199,6 +204,10 @@ pub struct SegmentArgs {
     pub json: Option<PathBuf>,
     #[command(flatten)]
     pub outputs: outputs::OutputArgs,
+    /// Also write a DICOM Segmentation (.dcm, one segment per category)
+    /// referencing the input series (DICOM input only).
+    #[arg(long, value_name = "OUT.dcm")]
+    pub dicom_seg: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -7,7 +7,6 @@ use std::time::Instant;
 use segvol::api::Engine;
 use segvol::backend::Backend;
 use segvol::error::{Error, Result};
-use segvol::io::nifti::probe_ct;
 use segvol::pipeline::request::Request;
 
 use super::bars::Bars;
@@ -35,7 +34,8 @@ pub fn run(mut args: SegmentArgs) -> Result<()> {
         let case = single_case(&args, req)?;
         case.check()?;
         args.outputs.check(&case.output)?;
-        probe_ct(&case.input)?;
+        let mut case = case;
+        case.opened = Some(case.open()?);
         Work::Single(case)
     };
     let texts: Vec<&str> = match &work {
@@ -81,6 +81,10 @@ fn single_case(args: &SegmentArgs, request: Request) -> Result<Case> {
     Ok(Case {
         label: String::new(),
         input,
+        sources: args.inputs.clone(),
+        series: args.series.clone(),
+        dicom_seg: args.dicom_seg.clone(),
+        opened: None,
         output,
         probabilities: args.probabilities.clone(),
         json: args.json.clone(),

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod dicom_gen;
 pub mod gen;
 
 use std::path::PathBuf;
