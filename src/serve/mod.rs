@@ -1,0 +1,3 @@
+//! `segvol serve`.
+
+pub mod nninteractive;

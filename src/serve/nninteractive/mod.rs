@@ -1,0 +1,9 @@
+//! The nnInteractive v2 remote protocol (what napari-nninteractive and
+//! SlicerNNInteractive's Remote mode speak), served over the library's
+//! interactive [`segvol::api::Session`].
+
+pub mod blosc2;
+pub mod nnia;
+
+#[cfg(test)]
+mod crosscheck;
