@@ -4,6 +4,7 @@
 
 pub mod blosc2;
 pub mod nnia;
+pub mod state;
 
 #[cfg(test)]
 mod crosscheck;

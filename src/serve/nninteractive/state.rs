@@ -1,0 +1,518 @@
+//! One client's nnInteractive session over [`segvol::api::Session`]: the
+//! image, the prompts, the mirror of the client's target buffer, and the
+//! diff each prediction sends back.
+//!
+//! Axis order. The client sends `(1, A0, A1, A2)`, C-order (the last axis
+//! varies fastest), and speaks of voxels as `(a0, a1, a2)`. A NIfTI volume of
+//! dims `(I, J, K)` stored in file order (i fastest) is byte for byte the
+//! C-order array `(K, J, I)`, which is what SimpleITK, 3D Slicer's
+//! `arrayFromVolume` and napari's ITK-based readers hand the viewers'
+//! plugins. So the upload becomes a `CtVolume` of dims `(A2, A1, A0)` without
+//! moving a byte, a client voxel `(a0, a1, a2)` is SegVol's voxel
+//! `(i, j, k) = (a2, a1, a0)`, and SegVol's label map in file order is the
+//! client's mask as is. SegVol's depth axis (the one it shrinks least) is
+//! then the client's first axis, the slice axis of those readers.
+//!
+//! Prompts accumulate as in nnInteractive: clicks add up (positive ones
+//! extend, negative ones carve), a box or a text replaces the previous one
+//! (SegVol's decoder takes one of each per object), `reset_interactions`
+//! starts a new object. Boxes are half-open `[lo, hi)` per axis, clipped to
+//! the image; a box one voxel thick on some axis (a 2D box drawn on a
+//! slice) reaches SegVol as a 3D box one voxel thick on that axis, since
+//! SegVol has no 2D box prompt: the network sees a flat box, and its mask
+//! is typically concentrated around that slice.
+
+use std::sync::Arc;
+
+use segvol::api::{Engine, Session};
+use segvol::backend::Backend;
+use segvol::io::{affine, nifti::CtVolume};
+
+use super::nnia::{self, Array, Dtype};
+
+/// A request the client got wrong (HTTP 400) and why, in one line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRequest(pub String);
+
+impl std::fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bad<T>(msg: impl Into<String>) -> Result<T, BadRequest> {
+    Err(BadRequest(msg.into()))
+}
+
+/// One prompt, already in SegVol's voxel frame `(i, j, k)`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    Point { at: [f64; 3], positive: bool },
+    Box { corners: [f64; 6] },
+    Text(String),
+}
+
+/// What a prediction changed: `ran` and, when voxels changed, their bbox
+/// (half-open, client axes) with the new mask inside it as an NNIA body.
+#[derive(Debug, Default)]
+pub struct Reply {
+    pub ran: bool,
+    pub changed: Option<([[usize; 2]; 3], Vec<u8>)>,
+}
+
+/// The mirror of the client's target buffer: the mask it holds now.
+struct Target {
+    shape: [usize; 3],
+    mask: Vec<u8>,
+}
+
+pub struct NnSession<B: Backend> {
+    session: Session<B>,
+    /// The image's spatial shape in client axes `(A0, A1, A2)`.
+    shape: Option<[usize; 3]>,
+    target: Option<Target>,
+    /// Prompts added with `run_prediction = false`, applied at the next
+    /// prediction.
+    pending: Vec<Prompt>,
+}
+
+/// The largest target buffer we mirror, in voxels (the CT limit).
+const MAX_TARGET_VOXELS: usize = 1 << 31;
+
+impl<B: Backend> NnSession<B> {
+    pub fn new(engine: Arc<Engine<B>>) -> Self {
+        NnSession {
+            session: Session::new(engine),
+            shape: None,
+            target: None,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The image's spatial shape in client axes, once set.
+    pub fn shape(&self) -> Option<[usize; 3]> {
+        self.shape
+    }
+
+    /// Sets the image from an uploaded `(1, A0, A1, A2)` array; returns the
+    /// shape for the client's `original_image_shape`. `spacing` (client axes,
+    /// from `image_properties`) only goes into the synthesised header: SegVol
+    /// works on voxels.
+    pub fn set_image(
+        &mut self,
+        img: Array,
+        spacing: Option<[f64; 3]>,
+    ) -> Result<[usize; 4], BadRequest> {
+        let s = &img.shape;
+        if s.len() != 4 {
+            return bad(format!("expected a 4D image (1, x, y, z), got shape {s:?}"));
+        }
+        if s[0] != 1 {
+            return bad(format!(
+                "SegVol takes one channel; the image has {} (shape {s:?})",
+                s[0]
+            ));
+        }
+        let shape = [s[1], s[2], s[3]];
+        let spacing = spacing.unwrap_or([1.0; 3]);
+        let ct = CtVolume::from_array(
+            "nninteractive-upload",
+            [shape[2], shape[1], shape[0]],
+            img.to_f32(),
+            affine::from_spacing([spacing[2], spacing[1], spacing[0]]),
+        )
+        .map_err(|e| BadRequest(e.to_string()))?;
+        self.session
+            .set_image(ct)
+            .map_err(|e| BadRequest(e.to_string()))?;
+        self.shape = Some(shape);
+        // As in nnInteractive, a new image drops the target buffer; the
+        // client sets a new one.
+        self.target = None;
+        self.pending.clear();
+        Ok([1, shape[0], shape[1], shape[2]])
+    }
+
+    /// The client's target buffer: its shape (client axes) and dtype (bool
+    /// or an integer type); the mirror starts empty, as the server's does.
+    pub fn set_target_buffer(&mut self, shape: &[i64], dtype: &str) -> Result<(), BadRequest> {
+        if shape.len() != 3 {
+            return bad(format!("target buffer shape must be 3D, got {shape:?}"));
+        }
+        if shape.iter().any(|&d| d <= 0) {
+            return bad(format!(
+                "target buffer shape {shape:?}: dimensions must be positive"
+            ));
+        }
+        match Dtype::parse(dtype) {
+            Some(Dtype::F16 | Dtype::F32 | Dtype::F64) | None => {
+                return bad(format!(
+                    "target buffer dtype {dtype:?}: must be bool or an integer type"
+                ))
+            }
+            Some(_) => {}
+        }
+        let shape = [shape[0] as usize, shape[1] as usize, shape[2] as usize];
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&n| n <= MAX_TARGET_VOXELS);
+        let Some(n) = n else {
+            return bad(format!("target buffer shape {shape:?} is too large"));
+        };
+        if let Some(img) = self.shape {
+            if img != shape {
+                return bad(format!(
+                    "target buffer shape {shape:?} differs from the image's {img:?}"
+                ));
+            }
+        }
+        self.target = Some(Target {
+            shape,
+            mask: vec![0; n],
+        });
+        Ok(())
+    }
+
+    /// Forgets the prompts and clears the mask (the client clears its
+    /// buffer itself); the image and its embeddings stay.
+    pub fn reset_interactions(&mut self) {
+        self.session.reset();
+        self.pending.clear();
+        if let Some(t) = &mut self.target {
+            t.mask.fill(0);
+        }
+    }
+
+    /// A click at client voxel `coords` (rounded, as nnInteractive does).
+    pub fn point(&self, coords: &[f64], positive: bool) -> Result<Prompt, BadRequest> {
+        let shape = self.need_image()?;
+        if coords.len() != 3 {
+            return bad(format!("a point needs 3 coordinates, got {}", coords.len()));
+        }
+        let mut v = [0f64; 3];
+        for a in 0..3 {
+            let c = coords[a].round();
+            if !c.is_finite() || c < 0.0 || c >= shape[a] as f64 {
+                return bad(format!(
+                    "point {coords:?} lies outside the image of shape {shape:?}"
+                ));
+            }
+            v[a] = c;
+        }
+        Ok(Prompt::Point {
+            at: [v[2], v[1], v[0]],
+            positive,
+        })
+    }
+
+    /// A box `[[lo, hi], ...]` (half-open, client axes), clipped to the
+    /// image. Exclusion boxes do not exist in SegVol.
+    pub fn bbox(&self, coords: &[Vec<f64>], include: bool) -> Result<Prompt, BadRequest> {
+        let shape = self.need_image()?;
+        if !include {
+            return bad("SegVol has no negative (exclusion) box: use negative points instead");
+        }
+        if coords.len() != 3 || coords.iter().any(|r| r.len() != 2) {
+            return bad("a box is [[x0, x1], [y0, y1], [z0, z1]]");
+        }
+        let mut lo = [0f64; 3];
+        let mut hi = [0f64; 3];
+        for a in 0..3 {
+            let (l, h) = (coords[a][0].round(), coords[a][1].round());
+            if !l.is_finite() || !h.is_finite() || h - l < 1.0 {
+                return bad(format!(
+                    "box {coords:?} is empty on axis {a} (ranges are half-open [lo, hi))"
+                ));
+            }
+            let (l, h) = (l.max(0.0), h.min(shape[a] as f64));
+            if h <= l {
+                return bad(format!(
+                    "box {coords:?} lies outside the image of shape {shape:?}"
+                ));
+            }
+            lo[a] = l;
+            hi[a] = h - 1.0; // inclusive last voxel
+        }
+        Ok(Prompt::Box {
+            corners: [lo[2], lo[1], lo[0], hi[2], hi[1], hi[0]],
+        })
+    }
+
+    /// SegVol's text prompt (a category name such as `liver`).
+    pub fn text(&self, text: &str) -> Result<Prompt, BadRequest> {
+        self.need_image()?;
+        let t = text.trim();
+        if t.is_empty() || t.len() > 200 || t.contains(['\n', '\r']) {
+            return bad(
+                "text must be one line of 1 to 200 characters (a category name such as liver)",
+            );
+        }
+        Ok(Prompt::Text(t.to_string()))
+    }
+
+    fn need_image(&self) -> Result<[usize; 3], BadRequest> {
+        self.shape
+            .ok_or_else(|| BadRequest("no image: call set_image first".into()))
+    }
+
+    /// Adds a prompt; with `run`, predicts (with any queued before it).
+    pub fn add(&mut self, p: Prompt, run: bool) -> Result<Reply, BadRequest> {
+        self.pending.push(p);
+        if run {
+            self.predict()
+        } else {
+            Ok(Reply::default())
+        }
+    }
+
+    /// Predicts from the queued prompts; `ran = false` when none is queued.
+    pub fn predict(&mut self) -> Result<Reply, BadRequest> {
+        if self.pending.is_empty() {
+            return Ok(Reply::default());
+        }
+        let shape = self.need_image()?;
+        match &self.target {
+            None => return bad("no target buffer: call set_target_buffer after set_image"),
+            Some(t) if t.shape != shape => {
+                return bad(format!(
+                    "target buffer shape {:?} differs from the image's {shape:?}",
+                    t.shape
+                ))
+            }
+            Some(_) => {}
+        }
+        // Each queued prompt runs the decoder (the library re-segments per
+        // prompt); only the last mask is kept. On an error the queue is
+        // dropped and the prompts applied so far stay.
+        let pending = std::mem::take(&mut self.pending);
+        for p in pending {
+            let r = match p {
+                Prompt::Point { at, positive } => self.session.add_point(at, positive),
+                Prompt::Box { corners } => self.session.add_box(corners),
+                Prompt::Text(t) => self.session.add_text(&t),
+            };
+            r.map_err(|e| BadRequest(e.to_string()))?;
+        }
+        let seg = self.session.mask().expect("a prompt ran");
+        let target = self.target.as_mut().expect("checked above");
+        Ok(Reply {
+            ran: true,
+            changed: apply_diff(&mut target.mask, shape, &seg.labels),
+        })
+    }
+}
+
+/// Writes the new mask (label 1) into `mask`; returns the bbox of the
+/// voxels that changed and the new mask inside it, packed.
+fn apply_diff(
+    mask: &mut [u8],
+    shape: [usize; 3],
+    labels: &[u16],
+) -> Option<([[usize; 2]; 3], Vec<u8>)> {
+    let (n1, n2) = (shape[1], shape[2]);
+    let mut lo = shape;
+    let mut hi = [0usize; 3];
+    for (idx, (m, &l)) in mask.iter_mut().zip(labels).enumerate() {
+        let v = (l == 1) as u8;
+        if *m != v {
+            *m = v;
+            let p = [idx / (n1 * n2), idx / n2 % n1, idx % n2];
+            for a in 0..3 {
+                lo[a] = lo[a].min(p[a]);
+                hi[a] = hi[a].max(p[a] + 1);
+            }
+        }
+    }
+    if hi[0] == 0 {
+        return None;
+    }
+    let sub = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
+    let mut data = Vec::with_capacity(sub.iter().product());
+    for a0 in lo[0]..hi[0] {
+        for a1 in lo[1]..hi[1] {
+            let row = (a0 * n1 + a1) * n2;
+            data.extend_from_slice(&mask[row + lo[2]..row + hi[2]]);
+        }
+    }
+    let body = nnia::pack(Dtype::U8, &sub, &data);
+    Some(([[lo[0], hi[0]], [lo[1], hi[1]], [lo[2], hi[2]]], body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `(1, 20, 32, 24)` float32 upload with a bright block in air.
+    fn image() -> Array {
+        let shape = [20usize, 32, 24];
+        let mut v = Vec::new();
+        for a0 in 0..shape[0] {
+            for a1 in 0..shape[1] {
+                for a2 in 0..shape[2] {
+                    let inside =
+                        (4..16).contains(&a0) && (6..26).contains(&a1) && (5..20).contains(&a2);
+                    let x: f32 = if inside {
+                        40.0 + ((a0 * 7 + a1 * 3 + a2) % 50) as f32
+                    } else {
+                        -1000.0
+                    };
+                    v.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
+        Array {
+            dtype: Dtype::F32,
+            shape: vec![1, shape[0], shape[1], shape[2]],
+            data: v,
+        }
+    }
+
+    fn session() -> NnSession<segvol::backend::cpu::CpuBackend> {
+        let mut s = NnSession::new(Arc::new(Engine::synthetic_tiny().unwrap()));
+        assert_eq!(s.set_image(image(), None).unwrap(), [1, 20, 32, 24]);
+        s.set_target_buffer(&[20, 32, 24], "uint8").unwrap();
+        s
+    }
+
+    /// Applies a reply to a client-side buffer as `_apply_prediction_response` does.
+    fn apply(buf: &mut [u8], shape: [usize; 3], r: &Reply) {
+        let Some((bb, body)) = &r.changed else { return };
+        let d = nnia::unpack(body, 1 << 30).unwrap();
+        let sub = [
+            bb[0][1] - bb[0][0],
+            bb[1][1] - bb[1][0],
+            bb[2][1] - bb[2][0],
+        ];
+        assert_eq!(d.shape, sub.to_vec());
+        let mut it = d.data.iter();
+        for a0 in bb[0][0]..bb[0][1] {
+            for a1 in bb[1][0]..bb[1][1] {
+                for a2 in bb[2][0]..bb[2][1] {
+                    buf[(a0 * shape[1] + a1) * shape[2] + a2] = *it.next().unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn diffs_keep_the_client_buffer_equal_to_the_mask() {
+        let mut s = session();
+        let shape = [20, 32, 24];
+        let mut buf = vec![0u8; 20 * 32 * 24];
+        let p = s.point(&[10.0, 15.2, 12.0], true).unwrap();
+        assert_eq!(
+            p,
+            Prompt::Point {
+                at: [12.0, 15.0, 10.0],
+                positive: true
+            }
+        );
+        let r = s.add(p, true).unwrap();
+        assert!(r.ran);
+        apply(&mut buf, shape, &r);
+        let want: Vec<u8> = s
+            .session
+            .mask()
+            .unwrap()
+            .labels
+            .iter()
+            .map(|&l| (l == 1) as u8)
+            .collect();
+        assert_eq!(buf, want);
+        let r = s
+            .add(s.point(&[5.0, 8.0, 6.0], false).unwrap(), true)
+            .unwrap();
+        apply(&mut buf, shape, &r);
+        let thin = s
+            .bbox(&[vec![10.0, 11.0], vec![6.0, 26.0], vec![5.0, 20.0]], true)
+            .unwrap();
+        assert_eq!(
+            thin,
+            Prompt::Box {
+                corners: [5.0, 6.0, 10.0, 19.0, 25.0, 10.0]
+            }
+        );
+        let r = s.add(thin, true).unwrap();
+        assert!(r.ran);
+        apply(&mut buf, shape, &r);
+        let want: Vec<u8> = s
+            .session
+            .mask()
+            .unwrap()
+            .labels
+            .iter()
+            .map(|&l| (l == 1) as u8)
+            .collect();
+        assert_eq!(buf, want);
+        s.reset_interactions();
+        assert!(s.target.as_ref().unwrap().mask.iter().all(|&v| v == 0));
+        assert!(!s.predict().unwrap().ran, "nothing queued after a reset");
+    }
+
+    #[test]
+    fn queued_prompts_predict_like_direct_ones() {
+        let mut a = session();
+        let mut b = session();
+        let p1 = a.point(&[10.0, 15.0, 12.0], true).unwrap();
+        let p2 = a.point(&[8.0, 20.0, 9.0], true).unwrap();
+        assert!(!a.add(p1.clone(), false).unwrap().ran);
+        assert!(!a.add(p2.clone(), false).unwrap().ran);
+        let ra = a.predict().unwrap();
+        b.add(p1, true).unwrap();
+        b.add(p2, true).unwrap();
+        assert!(ra.ran);
+        assert_eq!(
+            a.session.mask().unwrap().labels,
+            b.session.mask().unwrap().labels
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_named() {
+        let mut s = session();
+        assert!(s
+            .point(&[20.0, 0.0, 0.0], true)
+            .unwrap_err()
+            .0
+            .contains("outside"));
+        assert!(s.point(&[1.0, 2.0], true).is_err());
+        assert!(s
+            .bbox(&[vec![3.0, 3.0], vec![0.0, 5.0], vec![0.0, 5.0]], true)
+            .unwrap_err()
+            .0
+            .contains("empty"));
+        assert!(s
+            .bbox(&[vec![1.0, 3.0], vec![0.0, 5.0], vec![0.0, 5.0]], false)
+            .unwrap_err()
+            .0
+            .contains("negative"));
+        assert!(s.set_target_buffer(&[20, 32], "uint8").is_err());
+        assert!(s.set_target_buffer(&[20, 32, 24], "float32").is_err());
+        assert!(s
+            .set_target_buffer(&[20, 32, 25], "uint8")
+            .unwrap_err()
+            .0
+            .contains("differs"));
+        let mut img = image();
+        img.shape = vec![2, 10, 32, 24];
+        assert!(s
+            .set_image(img, None)
+            .unwrap_err()
+            .0
+            .contains("one channel"));
+        let mut fresh = NnSession::new(Arc::new(Engine::synthetic_tiny().unwrap()));
+        assert!(fresh
+            .point(&[0.0, 0.0, 0.0], true)
+            .unwrap_err()
+            .0
+            .contains("set_image"));
+        fresh.set_image(image(), None).unwrap();
+        let p = fresh.point(&[10.0, 15.0, 12.0], true).unwrap();
+        assert!(fresh
+            .add(p, true)
+            .unwrap_err()
+            .0
+            .contains("set_target_buffer"));
+    }
+}
