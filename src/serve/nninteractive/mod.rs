@@ -4,7 +4,10 @@
 
 pub mod blosc2;
 pub mod nnia;
+mod routes;
 pub mod state;
+
+pub use routes::routes;
 
 #[cfg(test)]
 mod crosscheck;

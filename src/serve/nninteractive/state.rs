@@ -22,11 +22,11 @@
 //! SegVol has no 2D box prompt: the network sees a flat box, and its mask
 //! is typically concentrated around that slice.
 
-use std::sync::Arc;
+use std::time::Instant;
 
-use segvol::api::{Engine, Session};
-use segvol::backend::Backend;
 use segvol::io::{affine, nifti::CtVolume};
+
+use crate::serve::model::Interactive;
 
 use super::nnia::{self, Array, Dtype};
 
@@ -66,40 +66,61 @@ struct Target {
     mask: Vec<u8>,
 }
 
-pub struct NnSession<B: Backend> {
-    session: Session<B>,
+/// The prompts of the current object, as SegVol takes them.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Prompts {
+    text: Option<String>,
+    corners: Option<[f64; 6]>,
+    points: Vec<([f64; 3], bool)>,
+}
+
+impl Prompts {
+    fn add(&mut self, p: Prompt) {
+        match p {
+            Prompt::Point { at, positive } => self.points.push((at, positive)),
+            Prompt::Box { corners } => self.corners = Some(corners),
+            Prompt::Text(t) => self.text = Some(t),
+        }
+    }
+}
+
+/// The protocol's per-session state (the session store's `extra`); the
+/// segmentation session itself is the store's [`Interactive`].
+pub struct NnState {
     /// The image's spatial shape in client axes `(A0, A1, A2)`.
     shape: Option<[usize; 3]>,
     target: Option<Target>,
-    /// Prompts added with `run_prediction = false`, applied at the next
-    /// prediction.
-    pending: Vec<Prompt>,
+    /// The prompts the session's mask was predicted from.
+    applied: Prompts,
+    /// Those plus the ones added with `run_prediction = false`.
+    queued: Prompts,
+    /// Last real action (not heartbeats), for `/lease_status`.
+    pub last_active: Instant,
+}
+
+impl Default for NnState {
+    fn default() -> Self {
+        NnState {
+            shape: None,
+            target: None,
+            applied: Prompts::default(),
+            queued: Prompts::default(),
+            last_active: Instant::now(),
+        }
+    }
 }
 
 /// The largest target buffer we mirror, in voxels (the CT limit).
 const MAX_TARGET_VOXELS: usize = 1 << 31;
 
-impl<B: Backend> NnSession<B> {
-    pub fn new(engine: Arc<Engine<B>>) -> Self {
-        NnSession {
-            session: Session::new(engine),
-            shape: None,
-            target: None,
-            pending: Vec::new(),
-        }
-    }
-
-    /// The image's spatial shape in client axes, once set.
-    pub fn shape(&self) -> Option<[usize; 3]> {
-        self.shape
-    }
-
+impl NnState {
     /// Sets the image from an uploaded `(1, A0, A1, A2)` array; returns the
     /// shape for the client's `original_image_shape`. `spacing` (client axes,
     /// from `image_properties`) only goes into the synthesised header: SegVol
     /// works on voxels.
     pub fn set_image(
         &mut self,
+        sess: &mut dyn Interactive,
         img: Array,
         spacing: Option<[f64; 3]>,
     ) -> Result<[usize; 4], BadRequest> {
@@ -122,14 +143,13 @@ impl<B: Backend> NnSession<B> {
             affine::from_spacing([spacing[2], spacing[1], spacing[0]]),
         )
         .map_err(|e| BadRequest(e.to_string()))?;
-        self.session
-            .set_image(ct)
-            .map_err(|e| BadRequest(e.to_string()))?;
+        sess.set_image(ct).map_err(|e| BadRequest(e.to_string()))?;
         self.shape = Some(shape);
         // As in nnInteractive, a new image drops the target buffer; the
         // client sets a new one.
         self.target = None;
-        self.pending.clear();
+        self.applied = Prompts::default();
+        self.queued = Prompts::default();
         Ok([1, shape[0], shape[1], shape[2]])
     }
 
@@ -176,9 +196,10 @@ impl<B: Backend> NnSession<B> {
 
     /// Forgets the prompts and clears the mask (the client clears its
     /// buffer itself); the image and its embeddings stay.
-    pub fn reset_interactions(&mut self) {
-        self.session.reset();
-        self.pending.clear();
+    pub fn reset_interactions(&mut self, sess: &mut dyn Interactive) {
+        sess.reset();
+        self.applied = Prompts::default();
+        self.queued = Prompts::default();
         if let Some(t) = &mut self.target {
             t.mask.fill(0);
         }
@@ -257,18 +278,26 @@ impl<B: Backend> NnSession<B> {
     }
 
     /// Adds a prompt; with `run`, predicts (with any queued before it).
-    pub fn add(&mut self, p: Prompt, run: bool) -> Result<Reply, BadRequest> {
-        self.pending.push(p);
+    pub fn add(
+        &mut self,
+        sess: &mut dyn Interactive,
+        p: Prompt,
+        run: bool,
+    ) -> Result<Reply, BadRequest> {
+        self.queued.add(p);
         if run {
-            self.predict()
+            self.predict(sess)
         } else {
             Ok(Reply::default())
         }
     }
 
-    /// Predicts from the queued prompts; `ran = false` when none is queued.
-    pub fn predict(&mut self) -> Result<Reply, BadRequest> {
-        if self.pending.is_empty() {
+    /// Predicts from the prompts so far, in one network run however many
+    /// were queued; `ran = false` when nothing new was added since the last
+    /// prediction. On an error the queued prompts are dropped and the
+    /// previous ones (and mask) stay.
+    pub fn predict(&mut self, sess: &mut dyn Interactive) -> Result<Reply, BadRequest> {
+        if self.queued == self.applied {
             return Ok(Reply::default());
         }
         let shape = self.need_image()?;
@@ -282,19 +311,15 @@ impl<B: Backend> NnSession<B> {
             }
             Some(_) => {}
         }
-        // Each queued prompt runs the decoder (the library re-segments per
-        // prompt); only the last mask is kept. On an error the queue is
-        // dropped and the prompts applied so far stay.
-        let pending = std::mem::take(&mut self.pending);
-        for p in pending {
-            let r = match p {
-                Prompt::Point { at, positive } => self.session.add_point(at, positive),
-                Prompt::Box { corners } => self.session.add_box(corners),
-                Prompt::Text(t) => self.session.add_text(&t),
-            };
-            r.map_err(|e| BadRequest(e.to_string()))?;
-        }
-        let seg = self.session.mask().expect("a prompt ran");
+        let q = &self.queued;
+        let seg = match sess.set_prompts(q.text.as_deref(), q.corners, &q.points) {
+            Ok(seg) => seg,
+            Err(e) => {
+                self.queued = self.applied.clone();
+                return bad(e.to_string());
+            }
+        };
+        self.applied = self.queued.clone();
         let target = self.target.as_mut().expect("checked above");
         Ok(Reply {
             ran: true,
@@ -368,11 +393,27 @@ mod tests {
         }
     }
 
-    fn session() -> NnSession<segvol::backend::cpu::CpuBackend> {
-        let mut s = NnSession::new(Arc::new(Engine::synthetic_tiny().unwrap()));
-        assert_eq!(s.set_image(image(), None).unwrap(), [1, 20, 32, 24]);
+    type Sess = segvol::api::Session<segvol::backend::cpu::CpuBackend>;
+
+    fn session() -> (NnState, Sess) {
+        let engine = std::sync::Arc::new(segvol::api::Engine::synthetic_tiny().unwrap());
+        let mut sess = segvol::api::Session::new(engine);
+        let mut s = NnState::default();
+        assert_eq!(
+            s.set_image(&mut sess, image(), None).unwrap(),
+            [1, 20, 32, 24]
+        );
         s.set_target_buffer(&[20, 32, 24], "uint8").unwrap();
-        s
+        (s, sess)
+    }
+
+    fn mask_of(sess: &Sess) -> Vec<u8> {
+        sess.mask()
+            .unwrap()
+            .labels
+            .iter()
+            .map(|&l| (l == 1) as u8)
+            .collect()
     }
 
     /// Applies a reply to a client-side buffer as `_apply_prediction_response` does.
@@ -397,7 +438,7 @@ mod tests {
 
     #[test]
     fn diffs_keep_the_client_buffer_equal_to_the_mask() {
-        let mut s = session();
+        let (mut s, mut sess) = session();
         let shape = [20, 32, 24];
         let mut buf = vec![0u8; 20 * 32 * 24];
         let p = s.point(&[10.0, 15.2, 12.0], true).unwrap();
@@ -447,7 +488,10 @@ mod tests {
         assert_eq!(buf, want);
         s.reset_interactions();
         assert!(s.target.as_ref().unwrap().mask.iter().all(|&v| v == 0));
-        assert!(!s.predict().unwrap().ran, "nothing queued after a reset");
+        assert!(
+            !s.predict(&mut sess).unwrap().ran,
+            "nothing queued after a reset"
+        );
     }
 
     #[test]
@@ -497,20 +541,20 @@ mod tests {
         let mut img = image();
         img.shape = vec![2, 10, 32, 24];
         assert!(s
-            .set_image(img, None)
+            .set_image(&mut sess, img, None)
             .unwrap_err()
             .0
             .contains("one channel"));
-        let mut fresh = NnSession::new(Arc::new(Engine::synthetic_tiny().unwrap()));
+        let mut fresh = NnState::default();
         assert!(fresh
             .point(&[0.0, 0.0, 0.0], true)
             .unwrap_err()
             .0
             .contains("set_image"));
-        fresh.set_image(image(), None).unwrap();
+        fresh.set_image(&mut sess, image(), None).unwrap();
         let p = fresh.point(&[10.0, 15.0, 12.0], true).unwrap();
         assert!(fresh
-            .add(p, true)
+            .add(&mut sess, p, true)
             .unwrap_err()
             .0
             .contains("set_target_buffer"));
