@@ -449,21 +449,12 @@ mod tests {
                 positive: true
             }
         );
-        let r = s.add(p, true).unwrap();
+        let r = s.add(&mut sess, p, true).unwrap();
         assert!(r.ran);
         apply(&mut buf, shape, &r);
-        let want: Vec<u8> = s
-            .session
-            .mask()
-            .unwrap()
-            .labels
-            .iter()
-            .map(|&l| (l == 1) as u8)
-            .collect();
-        assert_eq!(buf, want);
-        let r = s
-            .add(s.point(&[5.0, 8.0, 6.0], false).unwrap(), true)
-            .unwrap();
+        assert_eq!(buf, mask_of(&sess));
+        let p = s.point(&[5.0, 8.0, 6.0], false).unwrap();
+        let r = s.add(&mut sess, p, true).unwrap();
         apply(&mut buf, shape, &r);
         let thin = s
             .bbox(&[vec![10.0, 11.0], vec![6.0, 26.0], vec![5.0, 20.0]], true)
@@ -474,19 +465,11 @@ mod tests {
                 corners: [5.0, 6.0, 10.0, 19.0, 25.0, 10.0]
             }
         );
-        let r = s.add(thin, true).unwrap();
+        let r = s.add(&mut sess, thin, true).unwrap();
         assert!(r.ran);
         apply(&mut buf, shape, &r);
-        let want: Vec<u8> = s
-            .session
-            .mask()
-            .unwrap()
-            .labels
-            .iter()
-            .map(|&l| (l == 1) as u8)
-            .collect();
-        assert_eq!(buf, want);
-        s.reset_interactions();
+        assert_eq!(buf, mask_of(&sess));
+        s.reset_interactions(&mut sess);
         assert!(s.target.as_ref().unwrap().mask.iter().all(|&v| v == 0));
         assert!(
             !s.predict(&mut sess).unwrap().ran,
@@ -496,25 +479,22 @@ mod tests {
 
     #[test]
     fn queued_prompts_predict_like_direct_ones() {
-        let mut a = session();
-        let mut b = session();
+        let (mut a, mut sa) = session();
+        let (mut b, mut sb) = session();
         let p1 = a.point(&[10.0, 15.0, 12.0], true).unwrap();
         let p2 = a.point(&[8.0, 20.0, 9.0], true).unwrap();
-        assert!(!a.add(p1.clone(), false).unwrap().ran);
-        assert!(!a.add(p2.clone(), false).unwrap().ran);
-        let ra = a.predict().unwrap();
-        b.add(p1, true).unwrap();
-        b.add(p2, true).unwrap();
-        assert!(ra.ran);
-        assert_eq!(
-            a.session.mask().unwrap().labels,
-            b.session.mask().unwrap().labels
-        );
+        assert!(!a.add(&mut sa, p1.clone(), false).unwrap().ran);
+        assert!(!a.add(&mut sa, p2.clone(), false).unwrap().ran);
+        assert!(a.predict(&mut sa).unwrap().ran);
+        assert!(!a.predict(&mut sa).unwrap().ran, "nothing new");
+        b.add(&mut sb, p1, true).unwrap();
+        b.add(&mut sb, p2, true).unwrap();
+        assert_eq!(mask_of(&sa), mask_of(&sb));
     }
 
     #[test]
     fn bad_requests_are_named() {
-        let mut s = session();
+        let (mut s, mut sess) = session();
         assert!(s
             .point(&[20.0, 0.0, 0.0], true)
             .unwrap_err()
