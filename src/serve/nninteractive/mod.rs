@@ -11,3 +11,5 @@ pub use routes::routes;
 
 #[cfg(test)]
 mod crosscheck;
+#[cfg(test)]
+mod http_tests;
