@@ -7,6 +7,9 @@ use std::path::Path;
 
 use super::nnia::{self, Dtype};
 
+/// A named way to fill a test mask.
+type Fill = (&'static str, fn(usize) -> u8);
+
 /// Decoded arrays may be up to this large in the vectors.
 const LIMIT: usize = 1 << 28;
 
@@ -65,10 +68,10 @@ fn crosscheck_with_python_blosc2() {
     ];
     for (s, shape) in shapes.iter().enumerate() {
         let n: usize = shape.iter().product();
-        let fills: [(&str, Box<dyn Fn(usize) -> u8>); 3] = [
-            ("zeros", Box::new(|_| 0)),
-            ("ones", Box::new(|_| 1)),
-            ("blob", Box::new(|i| ((i / 13) % 5 == 0) as u8)),
+        let fills: [Fill; 3] = [
+            ("zeros", |_| 0),
+            ("ones", |_| 1),
+            ("blob", |i| ((i / 13) % 5 == 0) as u8),
         ];
         for (fill, f) in &fills {
             for dtype in [Dtype::U8, Dtype::I16, Dtype::F32] {
