@@ -312,9 +312,11 @@ async fn reset_interactions(
     Ok(Json(json!({})))
 }
 
-/// The reply `_apply_prediction_response` parses.
+/// The reply `_apply_prediction_response` parses; `segvol_model_ms` (the
+/// library's share of the time, which the client ignores) lets a benchmark
+/// tell the protocol's cost from the network's.
 fn prediction_response(r: Reply) -> Response {
-    let (meta, body) = match r.changed {
+    let (mut meta, body) = match r.changed {
         Some((bbox, body)) => {
             let shape: Vec<usize> = bbox.iter().map(|b| b[1] - b[0]).collect();
             (
@@ -324,6 +326,9 @@ fn prediction_response(r: Reply) -> Response {
         }
         None => (json!({"ran_prediction": r.ran, "bbox": null}), Vec::new()),
     };
+    if r.ran {
+        meta["segvol_model_ms"] = json!((r.model_ms * 1000.0).round() / 1000.0);
+    }
     let meta = HeaderValue::from_str(&meta.to_string()).expect("JSON of numbers is ASCII");
     (
         [

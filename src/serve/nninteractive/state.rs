@@ -57,6 +57,8 @@ pub enum Prompt {
 #[derive(Debug, Default)]
 pub struct Reply {
     pub ran: bool,
+    /// Milliseconds in the library's re-segmentation (`set_prompts`).
+    pub model_ms: f64,
     pub changed: Option<([[usize; 2]; 3], Vec<u8>)>,
 }
 
@@ -312,6 +314,7 @@ impl NnState {
             Some(_) => {}
         }
         let q = &self.queued;
+        let t0 = Instant::now();
         let seg = match sess.set_prompts(q.text.as_deref(), q.corners, &q.points) {
             Ok(seg) => seg,
             Err(e) => {
@@ -321,8 +324,10 @@ impl NnState {
         };
         self.applied = self.queued.clone();
         let target = self.target.as_mut().expect("checked above");
+        let model_ms = t0.elapsed().as_secs_f64() * 1e3;
         Ok(Reply {
             ran: true,
+            model_ms,
             changed: apply_diff(&mut target.mask, shape, &seg.labels),
         })
     }
