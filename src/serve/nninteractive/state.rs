@@ -19,8 +19,8 @@
 //! starts a new object. Boxes are half-open `[lo, hi)` per axis, clipped to
 //! the image; a box one voxel thick on some axis (a 2D box drawn on a
 //! slice) reaches SegVol as a 3D box one voxel thick on that axis, since
-//! SegVol has no 2D box prompt: the network sees a flat box, and its mask
-//! is typically concentrated around that slice.
+//! SegVol has no 2D box prompt (it was trained on 3D boxes; a flat one is
+//! outside what it saw, so clicks or a 3D box serve it better).
 
 use std::time::Instant;
 
@@ -207,7 +207,8 @@ impl NnState {
         }
     }
 
-    /// A click at client voxel `coords` (rounded, as nnInteractive does).
+    /// A click at client voxel `coords`, rounded half to even as
+    /// nnInteractive (Python's `round`) does.
     pub fn point(&self, coords: &[f64], positive: bool) -> Result<Prompt, BadRequest> {
         let shape = self.need_image()?;
         if coords.len() != 3 {
@@ -215,7 +216,7 @@ impl NnState {
         }
         let mut v = [0f64; 3];
         for a in 0..3 {
-            let c = coords[a].round();
+            let c = coords[a].round_ties_even();
             if !c.is_finite() || c < 0.0 || c >= shape[a] as f64 {
                 return bad(format!(
                     "point {coords:?} lies outside the image of shape {shape:?}"
@@ -242,7 +243,10 @@ impl NnState {
         let mut lo = [0f64; 3];
         let mut hi = [0f64; 3];
         for a in 0..3 {
-            let (l, h) = (coords[a][0].round(), coords[a][1].round());
+            let (l, h) = (
+                coords[a][0].round_ties_even(),
+                coords[a][1].round_ties_even(),
+            );
             if !l.is_finite() || !h.is_finite() || h - l < 1.0 {
                 return bad(format!(
                     "box {coords:?} is empty on axis {a} (ranges are half-open [lo, hi))"
