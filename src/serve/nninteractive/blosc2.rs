@@ -445,10 +445,17 @@ fn unshuffle(typesize: usize, src: &[u8], dest: &mut [u8]) {
 /// Blosc2 build without a huge temporary.
 const ENCODE_BLOCK: usize = 256 * 1024;
 
-/// Encodes `data` as one chunk: ZSTD, no filter, unsplit blocks; all-zero
-/// blocks as zero-run streams and incompressible ones stored raw, as Blosc2
-/// itself writes them. `data` must be under 2 GiB (one chunk).
-pub fn encode_chunk(data: &[u8], typesize: u8) -> Vec<u8> {
+/// The codecs the encoder writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Zstd,
+    Lz4,
+}
+
+/// Encodes `data` as one chunk: no filter, unsplit blocks; all-zero blocks
+/// as zero-run streams and incompressible ones stored raw, as Blosc2 itself
+/// writes them. `data` must be under 2 GiB (one chunk).
+pub fn encode_chunk(data: &[u8], typesize: u8, codec: Codec) -> Vec<u8> {
     assert!(
         data.len() <= i32::MAX as usize - 64,
         "one chunk holds under 2 GiB"
@@ -469,16 +476,25 @@ pub fn encode_chunk(data: &[u8], typesize: u8) -> Vec<u8> {
             out.extend_from_slice(&0i32.to_le_bytes());
             continue;
         }
-        let z =
-            ruzstd::encoding::compress_to_vec(block, ruzstd::encoding::CompressionLevel::Fastest);
+        let z = match codec {
+            Codec::Zstd => ruzstd::encoding::compress_to_vec(
+                block,
+                ruzstd::encoding::CompressionLevel::Fastest,
+            ),
+            Codec::Lz4 => lz4_flex::compress(block),
+        };
         let stored: &[u8] = if z.len() < block.len() { &z } else { block };
         out.extend_from_slice(&(stored.len() as i32).to_le_bytes());
         out.extend_from_slice(stored);
     }
     let cbytes = out.len() as u32;
     out[0] = VERSION_STABLE;
-    out[1] = 1; // the ZSTD stream format version
-    out[2] = FLAG_SHUFFLE | FLAG_BITSHUFFLE | FLAG_DONT_SPLIT | (CODEC_ZSTD << 5);
+    let code = match codec {
+        Codec::Zstd => CODEC_ZSTD,
+        Codec::Lz4 => CODEC_LZ4,
+    };
+    out[1] = 1; // the stream format version (1 for both codecs)
+    out[2] = FLAG_SHUFFLE | FLAG_BITSHUFFLE | FLAG_DONT_SPLIT | (code << 5);
     out[3] = typesize;
     out[4..8].copy_from_slice(&(data.len() as u32).to_le_bytes());
     out[8..12].copy_from_slice(&(blocksize as u32).to_le_bytes());
@@ -513,15 +529,14 @@ mod tests {
             ENCODE_BLOCK + 17,
             3 * ENCODE_BLOCK + 1,
         ] {
-            let data = pattern(n);
-            let c = encode_chunk(&data, 1);
-            assert_eq!(decode(&c).unwrap(), data, "n = {n}");
-            let zeros = vec![0u8; n];
-            assert_eq!(
-                decode(&encode_chunk(&zeros, 1)).unwrap(),
-                zeros,
-                "zeros {n}"
-            );
+            for codec in [Codec::Zstd, Codec::Lz4] {
+                let data = pattern(n);
+                let c = encode_chunk(&data, 1, codec);
+                assert_eq!(decode(&c).unwrap(), data, "n = {n}");
+                let zeros = vec![0u8; n];
+                let z = encode_chunk(&zeros, 1, codec);
+                assert_eq!(decode(&z).unwrap(), zeros, "zeros {n}");
+            }
         }
     }
 
@@ -576,13 +591,13 @@ mod tests {
 
     #[test]
     fn refuses_by_name() {
-        let mut c = encode_chunk(&pattern(100), 1);
+        let mut c = encode_chunk(&pattern(100), 1, Codec::Zstd);
         c[16] = FILTER_BITSHUFFLE;
         assert!(decode(&c).unwrap_err().0.contains("BITSHUFFLE"));
-        let mut c = encode_chunk(&pattern(100), 1);
+        let mut c = encode_chunk(&pattern(100), 1, Codec::Zstd);
         c[2] = (c[2] & 0x1f) | (CODEC_BLOSCLZ << 5);
         assert!(decode(&c).unwrap_err().0.contains("BLOSCLZ"));
-        let mut c = encode_chunk(&pattern(100), 1);
+        let mut c = encode_chunk(&pattern(100), 1, Codec::Zstd);
         c[2] &= !FLAG_BITSHUFFLE;
         assert!(decode(&c).unwrap_err().0.contains("blosc1"));
     }
@@ -592,9 +607,9 @@ mod tests {
     #[test]
     fn hostile_chunks_never_panic() {
         let mut seeds = vec![
-            encode_chunk(&pattern(3 * ENCODE_BLOCK / 2), 1),
-            encode_chunk(&vec![0u8; 999], 1),
-            encode_chunk(&pattern(37), 4),
+            encode_chunk(&pattern(3 * ENCODE_BLOCK / 2), 1, Codec::Zstd),
+            encode_chunk(&vec![0u8; 999], 1, Codec::Lz4),
+            encode_chunk(&pattern(37), 4, Codec::Lz4),
         ];
         let lz = lz4_flex::compress(&pattern(64));
         let mut c = vec![0u8; HEADER_LEN + 4];

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::nnia::{self, Dtype};
+use super::nnia::{self, Codec, Dtype};
 
 /// A named way to fill a test mask.
 type Fill = (&'static str, fn(usize) -> u8);
@@ -85,14 +85,17 @@ fn crosscheck_with_python_blosc2() {
                         }
                     })
                     .collect();
-                let name = format!("s{s}_{fill}_{}", dtype.name());
-                let body = nnia::pack(dtype, shape, &data);
-                // Our own decoder reads it too.
-                assert_eq!(nnia::unpack(&body, LIMIT).unwrap().data, data, "{name}");
-                std::fs::write(out.join(format!("{name}.nnia")), &body).unwrap();
-                std::fs::write(out.join(format!("{name}.raw")), &data).unwrap();
-                written
-                    .push(serde_json::json!({"name": name, "dtype": dtype.name(), "shape": shape}));
+                for codec in [Codec::Lz4, Codec::Zstd] {
+                    let name = format!("s{s}_{fill}_{}_{codec:?}", dtype.name());
+                    let body = nnia::pack_with(codec, dtype, shape, &data);
+                    // Our own decoder reads it too.
+                    assert_eq!(nnia::unpack(&body, LIMIT).unwrap().data, data, "{name}");
+                    std::fs::write(out.join(format!("{name}.nnia")), &body).unwrap();
+                    std::fs::write(out.join(format!("{name}.raw")), &data).unwrap();
+                    written.push(
+                        serde_json::json!({"name": name, "dtype": dtype.name(), "shape": shape}),
+                    );
+                }
             }
         }
     }
