@@ -43,6 +43,8 @@
 
 pub mod error;
 pub mod model;
+pub mod monai;
+pub mod nrrd;
 pub mod sessions;
 
 use std::net::SocketAddr;
@@ -145,7 +147,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .with_state(state.clone())
-        // Protocols: .merge(<protocol>::routes(state.clone())) for each.
+        // Protocols: one .merge(<protocol>::routes(state.clone())) each.
+        .merge(monai::routes(state.clone()))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(state.config.max_upload))

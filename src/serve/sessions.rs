@@ -110,6 +110,12 @@ impl SessionStore {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Map key: protocols have separate id spaces, so one protocol can never
+    /// reach or replace another's session by naming its id.
+    fn key(protocol: &str, id: &str) -> String {
+        format!("{protocol}\u{0}{id}")
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
@@ -149,24 +155,24 @@ impl SessionStore {
             data: Mutex::new(data),
             last_used_ms: AtomicU64::new(self.now_ms()),
         });
+        let key = Self::key(protocol, &id);
         let mut map = self.map();
-        if !map.contains_key(&id) && map.len() >= self.limits.max_sessions {
+        if !map.contains_key(&key) && map.len() >= self.limits.max_sessions {
             return Err(ApiError::unavailable(format!(
                 "the server holds its maximum of {} sessions (--max-sessions); release one or retry later",
                 self.limits.max_sessions
             )));
         }
-        map.insert(id, slot.clone());
+        map.insert(key, slot.clone());
         Ok(slot)
     }
 
     /// The session `id` of `protocol`, marked as used now; 404 when there is
-    /// none (never made, released or expired) or another protocol owns it.
+    /// none (never made, released or expired).
     pub fn get(&self, protocol: &str, id: &str) -> Result<Arc<SessionSlot>, ApiError> {
         let slot = self
             .map()
-            .get(id)
-            .filter(|s| s.protocol == protocol)
+            .get(&Self::key(protocol, id))
             .cloned()
             .ok_or_else(|| {
                 ApiError::not_found(format!(
@@ -185,12 +191,7 @@ impl SessionStore {
 
     /// Removes a session; its memory is freed once no request holds it.
     pub fn remove(&self, protocol: &str, id: &str) -> Option<Arc<SessionSlot>> {
-        let mut map = self.map();
-        if map.get(id).is_some_and(|s| s.protocol == protocol) {
-            map.remove(id)
-        } else {
-            None
-        }
+        self.map().remove(&Self::key(protocol, id))
     }
 
     /// The ids of `protocol`'s sessions.
