@@ -136,6 +136,32 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Call after removing sessions: hands the freed heap back to the OS
+    /// (see [`trim_heap`]) on the blocking pool, without waiting for it.
+    pub fn released(&self) {
+        tokio::task::spawn_blocking(trim_heap);
+    }
+}
+
+/// Returns freed heap pages to the OS. glibc keeps memory freed in its
+/// per-thread arenas (requests run on several blocking threads) mapped, so
+/// without this a released session's memory would stay in the process's
+/// RSS; `malloc_trim` releases it from every arena.
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        // SAFETY: malloc_trim only walks glibc's own arenas under their
+        // locks; it takes no pointers from us.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 fn panicked(e: tokio::task::JoinError) -> ApiError {
     eprintln!("segvol serve: a request's worker failed: {e}");
     ApiError::internal("internal error while processing the request (logged by the server)")
@@ -203,8 +229,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Serves until the process is stopped. Prints `segvol serve: listening on
 /// http://ADDR` once bound (tests read the port from it with `--port 0`).
 pub fn run(config: ServeConfig, model: Arc<dyn Model>) -> segvol::Result<()> {
+    // Blocking threads are capped: model calls run one at a time anyway, and
+    // each extra thread is one more malloc arena holding freed memory.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(16)
         .build()
         .map_err(|e| segvol::Error::Invalid(format!("cannot start the async runtime: {e}")))?;
     rt.block_on(async move {
@@ -237,6 +266,7 @@ fn spawn_expiry(store: Arc<SessionStore>) {
             let gone = store.expire_idle();
             if gone > 0 {
                 eprintln!("segvol serve: {gone} idle session(s) expired");
+                tokio::task::spawn_blocking(trim_heap);
             }
         }
     });

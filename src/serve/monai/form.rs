@@ -68,7 +68,16 @@ pub async fn read_form(mp: Result<Multipart, MultipartRejection>) -> Result<Form
 }
 
 fn multipart_error(e: MultipartError) -> ApiError {
-    ApiError::new(e.status(), format!("multipart body: {}", e.body_text()))
+    let status = e.status();
+    if status.is_server_error() {
+        // The body stream failed: the client stopped sending or sent less
+        // than it declared. That is the request's fault, not the server's.
+        return ApiError::bad_request(format!(
+            "multipart body could not be read to its end (truncated upload?): {}",
+            e.body_text()
+        ));
+    }
+    ApiError::new(status, format!("multipart body: {}", e.body_text()))
 }
 
 /// The last path component of a client-given file name, restricted to

@@ -219,6 +219,7 @@ async fn remove_image(
     st.sessions
         .remove(IMAGES, &id)
         .ok_or_else(|| ApiError::not_found(format!("image {:?} not found", cut(&id))))?;
+    st.released();
     Ok(Json(json!({})))
 }
 
@@ -312,7 +313,12 @@ async fn remove_session(
         .sessions
         .remove(SESSIONS, &id)
         .ok_or_else(|| ApiError::not_found(format!("session {:?} not found", cut(&id))))?;
-    Ok(Json(session_info(&st, &slot)))
+    let info = session_info(&st, &slot);
+    // A request still running on the session keeps it alive until it ends;
+    // the heap is trimmed once this handler's reference is gone.
+    drop(slot);
+    st.released();
+    Ok(Json(info))
 }
 
 fn cut(s: &str) -> String {
