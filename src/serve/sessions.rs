@@ -266,3 +266,130 @@ impl SessionStore {
 fn truncate(id: &str) -> String {
     id.chars().take(64).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use segvol::api::Segmentation;
+    use segvol::io::nifti::CtVolume;
+
+    /// A session that only has embeddings of a given size.
+    struct Fake(usize);
+
+    impl Interactive for Fake {
+        fn set_image(&mut self, _: CtVolume) -> segvol::Result<()> {
+            Ok(())
+        }
+        fn add_point(&mut self, _: [f64; 3], _: bool) -> segvol::Result<&Segmentation> {
+            unreachable!()
+        }
+        fn add_box(&mut self, _: [f64; 6]) -> segvol::Result<&Segmentation> {
+            unreachable!()
+        }
+        fn add_text(&mut self, _: &str) -> segvol::Result<&Segmentation> {
+            unreachable!()
+        }
+        fn set_prompts(
+            &mut self,
+            _: Option<&str>,
+            _: Option<[f64; 6]>,
+            _: &[([f64; 3], bool)],
+        ) -> segvol::Result<&Segmentation> {
+            unreachable!()
+        }
+        fn reset(&mut self) {}
+        fn mask(&self) -> Option<&Segmentation> {
+            None
+        }
+        fn embedding_bytes(&self) -> usize {
+            self.0
+        }
+        fn drop_embeddings(&mut self) {
+            self.0 = 0;
+        }
+        fn image_bytes(&self) -> usize {
+            0
+        }
+    }
+
+    fn store(max_sessions: usize, budget: usize, idle_ms: u64) -> SessionStore {
+        SessionStore::new(StoreLimits {
+            max_sessions,
+            embedding_budget: budget,
+            idle: Duration::from_millis(idle_ms),
+        })
+    }
+
+    fn add(s: &SessionStore, id: &str, bytes: usize) {
+        s.insert(
+            "p",
+            Some(id.into()),
+            SessionData::new(Box::new(Fake(bytes)), ()),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(3));
+    }
+
+    #[test]
+    fn the_least_recently_used_embeddings_go_first() {
+        let s = store(10, 250, 60_000);
+        for id in ["a", "b", "c"] {
+            add(&s, id, 100);
+        }
+        s.get("p", "a").unwrap(); // a is now the most recent
+        s.enforce_budget(Some("c"));
+        let bytes = |id| s.get("p", id).unwrap().lock().session.embedding_bytes();
+        // b was least recently used; freeing it alone meets the budget.
+        assert_eq!((bytes("a"), bytes("b"), bytes("c")), (100, 0, 100));
+        assert_eq!(s.stats().sessions, 3);
+    }
+
+    #[test]
+    fn the_session_in_use_is_freed_last() {
+        let s = store(10, 50, 60_000);
+        add(&s, "old", 100);
+        add(&s, "new", 100);
+        s.enforce_budget(Some("old"));
+        assert_eq!(s.stats().embedding_bytes, 0);
+        let s = store(10, 150, 60_000);
+        add(&s, "old", 100);
+        add(&s, "new", 100);
+        s.enforce_budget(Some("old"));
+        let bytes = |id| s.get("p", id).unwrap().lock().session.embedding_bytes();
+        assert_eq!((bytes("old"), bytes("new")), (100, 0));
+    }
+
+    #[test]
+    fn full_store_refuses_and_idle_sessions_expire() {
+        let s = store(2, usize::MAX, 60);
+        add(&s, "a", 1);
+        add(&s, "b", 1);
+        let err = s
+            .insert("p", None, SessionData::new(Box::new(Fake(1)), ()))
+            .err()
+            .unwrap();
+        assert_eq!(err.status.as_u16(), 503);
+        // Replacing an id is not a new session.
+        add(&s, "a", 1);
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(s.expire_idle(), 2);
+        assert!(s.get("p", "a").is_err());
+        add(&s, "c", 1);
+    }
+
+    #[test]
+    fn protocols_have_separate_ids() {
+        let s = store(10, usize::MAX, 60_000);
+        add(&s, "x", 1);
+        assert!(s.get("other", "x").is_err());
+        assert!(s.remove("other", "x").is_none());
+        s.insert(
+            "other",
+            Some("x".into()),
+            SessionData::new(Box::new(Fake(7)), ()),
+        )
+        .unwrap();
+        assert_eq!(s.get("p", "x").unwrap().lock().session.embedding_bytes(), 1);
+        assert_eq!(s.ids("p"), ["x"]);
+    }
+}
