@@ -48,6 +48,8 @@ struct Outcome {
     like: Arc<CtVolume>,
     label_names: Map<String, Value>,
     voxels: Vec<usize>,
+    /// Seconds in the library call itself (what an in-process caller pays).
+    segment_s: f64,
 }
 
 pub async fn infer(
@@ -95,6 +97,7 @@ pub async fn infer(
         like,
         label_names,
         voxels,
+        segment_s,
     } = outcome;
     let (bytes, filename) = st
         .run_blocking(move || encode(&like, &labels, format, &stem))
@@ -103,7 +106,11 @@ pub async fn infer(
         "label_names": label_names,
         "voxels": voxels,
         "result_extension": format.extension(),
-        "latencies": {"infer": infer_s, "total": t0.elapsed().as_secs_f64()},
+        "latencies": {
+            "segment": segment_s,
+            "infer": infer_s,
+            "total": t0.elapsed().as_secs_f64(),
+        },
     });
     Ok(match output {
         Output::Json => Json(reply).into_response(),
@@ -178,10 +185,12 @@ async fn run_auto(st: &AppState, source: Source, names: Vec<String>) -> Result<O
         ..Request::default()
     };
     st.run_model(session, move |model| {
+        let t = Instant::now();
         let seg = model.segment(&ct, &req)?;
+        let spent = t.elapsed().as_secs_f64();
         let mut like = ct;
         like.data = Vec::new();
-        Ok(outcome(&seg, Arc::new(like), &names))
+        Ok(outcome(&seg, Arc::new(like), &names, spent))
     })
     .await
 }
@@ -205,12 +214,13 @@ async fn run_interactive(
                     .downcast_ref::<MonaiImage>()
                     .map(|m| m.like.clone())
                     .ok_or_else(|| ApiError::internal("stored image without its header"))?;
+                let t = Instant::now();
                 let seg = session.set_prompts(
                     prompts.text.as_deref(),
                     prompts.corners,
                     &prompts.points,
                 )?;
-                let out = outcome(seg, like, &names);
+                let out = outcome(seg, like, &names, t.elapsed().as_secs_f64());
                 store.touch(&slot);
                 Ok(out)
             })
@@ -224,19 +234,20 @@ async fn run_interactive(
                     .downcast_ref::<MonaiImage>()
                     .map(|m| m.like.clone())
                     .ok_or_else(|| ApiError::internal("upload without its header"))?;
+                let t = Instant::now();
                 let seg = session.set_prompts(
                     prompts.text.as_deref(),
                     prompts.corners,
                     &prompts.points,
                 )?;
-                Ok(outcome(seg, like, &names))
+                Ok(outcome(seg, like, &names, t.elapsed().as_secs_f64()))
             })
             .await
         }
     }
 }
 
-fn outcome(seg: &Segmentation, like: Arc<CtVolume>, names: &[String]) -> Outcome {
+fn outcome(seg: &Segmentation, like: Arc<CtVolume>, names: &[String], segment_s: f64) -> Outcome {
     // At most 255 categories (checked with the params), so labels fit u8.
     let labels = seg.labels.iter().map(|&v| v as u8).collect();
     let label_names = names
@@ -249,6 +260,7 @@ fn outcome(seg: &Segmentation, like: Arc<CtVolume>, names: &[String]) -> Outcome
         like,
         label_names,
         voxels: seg.categories.iter().map(|c| c.voxels).collect(),
+        segment_s,
     }
 }
 
