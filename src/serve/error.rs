@@ -28,7 +28,9 @@ impl ApiError {
     pub fn not_found(msg: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, msg)
     }
-    /// 413: the body is over `--max-upload`.
+    /// 413: the body is over `--max-upload` (axum's extractors send their
+    /// own 413; this is for protocols that count bytes themselves).
+    #[allow(dead_code)]
     pub fn too_large(msg: impl Into<String>) -> Self {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, msg)
     }

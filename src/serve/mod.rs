@@ -43,7 +43,9 @@
 
 pub mod error;
 pub mod model;
+pub mod monai;
 pub mod nninteractive;
+pub mod nrrd;
 pub mod sessions;
 
 use std::net::SocketAddr;
@@ -135,6 +137,32 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Call after removing sessions: hands the freed heap back to the OS
+    /// (see [`trim_heap`]) on the blocking pool, without waiting for it.
+    pub fn released(&self) {
+        tokio::task::spawn_blocking(trim_heap);
+    }
+}
+
+/// Returns freed heap pages to the OS. glibc keeps memory freed in its
+/// per-thread arenas (requests run on several blocking threads) mapped, so
+/// without this a released session's memory would stay in the process's
+/// RSS; `malloc_trim` releases it from every arena.
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        // SAFETY: malloc_trim only walks glibc's own arenas under their
+        // locks; it takes no pointers from us.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 fn panicked(e: tokio::task::JoinError) -> ApiError {
     eprintln!("segvol serve: a request's worker failed: {e}");
     ApiError::internal("internal error while processing the request (logged by the server)")
@@ -146,8 +174,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .with_state(state.clone())
+        // Protocols: one .merge(<protocol>::routes(state.clone())) each.
+        .merge(monai::routes(state.clone()))
         .merge(nninteractive::routes(state.clone()))
-        // Protocols: .merge(<protocol>::routes(state.clone())) for each.
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(state.config.max_upload))
@@ -202,8 +231,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Serves until the process is stopped. Prints `segvol serve: listening on
 /// http://ADDR` once bound (tests read the port from it with `--port 0`).
 pub fn run(config: ServeConfig, model: Arc<dyn Model>) -> segvol::Result<()> {
+    // Blocking threads are capped: model calls run one at a time anyway, and
+    // each extra thread is one more malloc arena holding freed memory.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(16)
         .build()
         .map_err(|e| segvol::Error::Invalid(format!("cannot start the async runtime: {e}")))?;
     rt.block_on(async move {
@@ -236,6 +268,7 @@ fn spawn_expiry(store: Arc<SessionStore>) {
             let gone = store.expire_idle();
             if gone > 0 {
                 eprintln!("segvol serve: {gone} idle session(s) expired");
+                tokio::task::spawn_blocking(trim_heap);
             }
         }
     });

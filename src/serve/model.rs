@@ -25,6 +25,9 @@ pub trait Model: Send + Sync {
 
 /// One interactive session ([`segvol::api::Session`] with its backend
 /// erased). Coordinates are voxel indices `(i, j, k)` of the image.
+/// MONAI Label resends every prompt and uses `set_prompts`; the one-prompt
+/// methods serve protocols whose clients send one interaction at a time.
+#[allow(dead_code)] // Not every protocol uses every method.
 pub trait Interactive: Send {
     /// Sets the image (preprocesses it; clears prompts, mask, embeddings).
     fn set_image(&mut self, ct: CtVolume) -> Result<()>;

@@ -110,6 +110,12 @@ impl SessionStore {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Map key: protocols have separate id spaces, so one protocol can never
+    /// reach or replace another's session by naming its id.
+    fn key(protocol: &str, id: &str) -> String {
+        format!("{protocol}\u{0}{id}")
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
@@ -149,24 +155,24 @@ impl SessionStore {
             data: Mutex::new(data),
             last_used_ms: AtomicU64::new(self.now_ms()),
         });
+        let key = Self::key(protocol, &id);
         let mut map = self.map();
-        if !map.contains_key(&id) && map.len() >= self.limits.max_sessions {
+        if !map.contains_key(&key) && map.len() >= self.limits.max_sessions {
             return Err(ApiError::unavailable(format!(
                 "the server holds its maximum of {} sessions (--max-sessions); release one or retry later",
                 self.limits.max_sessions
             )));
         }
-        map.insert(id, slot.clone());
+        map.insert(key, slot.clone());
         Ok(slot)
     }
 
     /// The session `id` of `protocol`, marked as used now; 404 when there is
-    /// none (never made, released or expired) or another protocol owns it.
+    /// none (never made, released or expired).
     pub fn get(&self, protocol: &str, id: &str) -> Result<Arc<SessionSlot>, ApiError> {
         let slot = self
             .map()
-            .get(id)
-            .filter(|s| s.protocol == protocol)
+            .get(&Self::key(protocol, id))
             .cloned()
             .ok_or_else(|| {
                 ApiError::not_found(format!(
@@ -185,12 +191,7 @@ impl SessionStore {
 
     /// Removes a session; its memory is freed once no request holds it.
     pub fn remove(&self, protocol: &str, id: &str) -> Option<Arc<SessionSlot>> {
-        let mut map = self.map();
-        if map.get(id).is_some_and(|s| s.protocol == protocol) {
-            map.remove(id)
-        } else {
-            None
-        }
+        self.map().remove(&Self::key(protocol, id))
     }
 
     /// The ids of `protocol`'s sessions.
@@ -264,4 +265,131 @@ impl SessionStore {
 /// Ids echoed in messages are cut short: a hostile id stays a short line.
 fn truncate(id: &str) -> String {
     id.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use segvol::api::Segmentation;
+    use segvol::io::nifti::CtVolume;
+
+    /// A session that only has embeddings of a given size.
+    struct Fake(usize);
+
+    impl Interactive for Fake {
+        fn set_image(&mut self, _: CtVolume) -> segvol::Result<()> {
+            Ok(())
+        }
+        fn add_point(&mut self, _: [f64; 3], _: bool) -> segvol::Result<&Segmentation> {
+            unreachable!()
+        }
+        fn add_box(&mut self, _: [f64; 6]) -> segvol::Result<&Segmentation> {
+            unreachable!()
+        }
+        fn add_text(&mut self, _: &str) -> segvol::Result<&Segmentation> {
+            unreachable!()
+        }
+        fn set_prompts(
+            &mut self,
+            _: Option<&str>,
+            _: Option<[f64; 6]>,
+            _: &[([f64; 3], bool)],
+        ) -> segvol::Result<&Segmentation> {
+            unreachable!()
+        }
+        fn reset(&mut self) {}
+        fn mask(&self) -> Option<&Segmentation> {
+            None
+        }
+        fn embedding_bytes(&self) -> usize {
+            self.0
+        }
+        fn drop_embeddings(&mut self) {
+            self.0 = 0;
+        }
+        fn image_bytes(&self) -> usize {
+            0
+        }
+    }
+
+    fn store(max_sessions: usize, budget: usize, idle_ms: u64) -> SessionStore {
+        SessionStore::new(StoreLimits {
+            max_sessions,
+            embedding_budget: budget,
+            idle: Duration::from_millis(idle_ms),
+        })
+    }
+
+    fn add(s: &SessionStore, id: &str, bytes: usize) {
+        s.insert(
+            "p",
+            Some(id.into()),
+            SessionData::new(Box::new(Fake(bytes)), ()),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(3));
+    }
+
+    #[test]
+    fn the_least_recently_used_embeddings_go_first() {
+        let s = store(10, 250, 60_000);
+        for id in ["a", "b", "c"] {
+            add(&s, id, 100);
+        }
+        s.get("p", "a").unwrap(); // a is now the most recent
+        s.enforce_budget(Some("c"));
+        let bytes = |id| s.get("p", id).unwrap().lock().session.embedding_bytes();
+        // b was least recently used; freeing it alone meets the budget.
+        assert_eq!((bytes("a"), bytes("b"), bytes("c")), (100, 0, 100));
+        assert_eq!(s.stats().sessions, 3);
+    }
+
+    #[test]
+    fn the_session_in_use_is_freed_last() {
+        let s = store(10, 50, 60_000);
+        add(&s, "old", 100);
+        add(&s, "new", 100);
+        s.enforce_budget(Some("old"));
+        assert_eq!(s.stats().embedding_bytes, 0);
+        let s = store(10, 150, 60_000);
+        add(&s, "old", 100);
+        add(&s, "new", 100);
+        s.enforce_budget(Some("old"));
+        let bytes = |id| s.get("p", id).unwrap().lock().session.embedding_bytes();
+        assert_eq!((bytes("old"), bytes("new")), (100, 0));
+    }
+
+    #[test]
+    fn full_store_refuses_and_idle_sessions_expire() {
+        let s = store(2, usize::MAX, 60);
+        add(&s, "a", 1);
+        add(&s, "b", 1);
+        let err = s
+            .insert("p", None, SessionData::new(Box::new(Fake(1)), ()))
+            .err()
+            .unwrap();
+        assert_eq!(err.status.as_u16(), 503);
+        // Replacing an id is not a new session.
+        add(&s, "a", 1);
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(s.expire_idle(), 2);
+        assert!(s.get("p", "a").is_err());
+        add(&s, "c", 1);
+    }
+
+    #[test]
+    fn protocols_have_separate_ids() {
+        let s = store(10, usize::MAX, 60_000);
+        add(&s, "x", 1);
+        assert!(s.get("other", "x").is_err());
+        assert!(s.remove("other", "x").is_none());
+        s.insert(
+            "other",
+            Some("x".into()),
+            SessionData::new(Box::new(Fake(7)), ()),
+        )
+        .unwrap();
+        assert_eq!(s.get("p", "x").unwrap().lock().session.embedding_bytes(), 1);
+        assert_eq!(s.ids("p"), ["x"]);
+    }
 }
