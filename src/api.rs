@@ -467,6 +467,56 @@ impl<B: Backend> Session<B> {
         self.mask = None;
     }
 
+    /// Replaces every prompt at once (text, box, clicks `(at, positive)`) and
+    /// re-segments once: for clients that resend the whole prompt set with
+    /// each request (MONAI Label's deepgrow), where one `add_*` call per
+    /// prompt would run the network once per prompt. The result is the mask
+    /// the same prompts give through `add_*` or `segvol segment`; on error
+    /// the previous prompts are kept.
+    pub fn set_prompts(
+        &mut self,
+        text: Option<&str>,
+        corners: Option<[f64; 6]>,
+        points: &[([f64; 3], bool)],
+    ) -> Result<&Segmentation> {
+        let text = text.map(str::to_string);
+        let points: Vec<UserPoint> = points
+            .iter()
+            .map(|&(at, positive)| UserPoint::new(at, positive))
+            .collect();
+        self.prompt_with(|s| {
+            s.text = text;
+            s.bbox = corners.map(UserBox::new);
+            s.points = points;
+        })
+    }
+
+    /// Bytes held by the cached image embeddings (the zoom-out pass and the
+    /// zoom-in windows), which [`Session::drop_embeddings`] frees.
+    pub fn embedding_bytes(&self) -> usize {
+        self.seg.cached_bytes()
+    }
+
+    /// Frees the cached image embeddings but keeps the image, the prompts
+    /// and the mask: the next prompt recomputes what it needs (an encoder
+    /// pass), with the same result. For servers that keep many sessions
+    /// within a memory budget.
+    pub fn drop_embeddings(&mut self) {
+        self.seg.reset();
+    }
+
+    /// Bytes held by the preprocessed image and the current mask (what the
+    /// session keeps besides the embeddings).
+    pub fn image_bytes(&self) -> usize {
+        let img = self.image.as_ref().map_or(0, |i| {
+            (i.pre.image.len() + i.pre.zoom_out.len()) * std::mem::size_of::<f32>()
+        });
+        let mask = self.mask.as_ref().map_or(0, |m| {
+            m.labels.len() * 2 + m.probabilities.iter().map(|p| p.len() * 4).sum::<usize>()
+        });
+        img + mask
+    }
+
     /// The mask after the latest prompt (label 1 = the object), in the
     /// image's grid; `None` before the first prompt.
     pub fn mask(&self) -> Option<&Segmentation> {

@@ -1,6 +1,8 @@
 //! `segvol`: the command line over the segvol library.
 
 mod cli;
+#[cfg(feature = "serve")]
+mod serve;
 
 use clap::error::ErrorKind;
 use clap::Parser;

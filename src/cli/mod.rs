@@ -12,6 +12,8 @@ pub mod log;
 mod manifest;
 mod outputs;
 mod segment;
+#[cfg(feature = "serve")]
+mod serve;
 mod weights_cmd;
 
 use std::path::PathBuf;
@@ -67,6 +69,9 @@ pub enum Command {
         json: Option<PathBuf>,
     },
     /// Write the synthetic test weights ("synth v2"): meaningless masks, for tests and benchmarks.
+    /// Serve the model over HTTP to viewers (3D Slicer's MONAI Label extension).
+    #[cfg(feature = "serve")]
+    Serve(ServeArgs),
     SynthWeights {
         #[arg(long, default_value = "default")]
         config: String,
@@ -241,6 +246,35 @@ pub struct EvalArgs {
     pub json: Option<PathBuf>,
 }
 
+#[cfg(feature = "serve")]
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (localhost by default: other machines cannot connect).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0 picks a free one; the chosen address is printed).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Require this token on every call (Authorization: Bearer <token>).
+    #[arg(long, env = "SEGVOL_SERVE_TOKEN")]
+    pub token: Option<String>,
+    /// Sessions held at once (uploaded images count as sessions).
+    #[arg(long, default_value_t = 64)]
+    pub max_sessions: usize,
+    /// Largest request body, e.g. 1G (413 above).
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
+    pub max_upload: String,
+    /// Memory for cached image embeddings summed over sessions; the least
+    /// recently used sessions' embeddings are freed above it.
+    #[arg(long, value_name = "SIZE", default_value = "4G")]
+    pub session_memory: String,
+    /// Seconds without a request after which a session is removed.
+    #[arg(long, default_value_t = 3600)]
+    pub idle_timeout: u64,
+}
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -273,5 +307,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Convert { weights, output } => weights_cmd::convert(&weights, &output),
         Command::SynthWeights { config, output } => weights_cmd::synth(&config, &output),
         Command::Categories { json } => categories::run(json.as_deref()),
+        #[cfg(feature = "serve")]
+        Command::Serve(a) => serve::run(a),
     }
 }

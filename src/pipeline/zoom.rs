@@ -214,6 +214,16 @@ impl<'m, B: Backend> Segmenter<'m, B> {
         self.cache.map.clear();
     }
 
+    /// Bytes held by the embeddings (zoom-out and cached windows): what
+    /// [`Segmenter::reset`] frees. A server sums this over its sessions to
+    /// keep them within a memory budget.
+    pub fn cached_bytes(&self) -> usize {
+        let zoom_out = usize::from(self.zoom_out_emb.is_some());
+        // The bound volume's zoom-out image copy goes with the caches.
+        let bound = self.volume.as_ref().map_or(0, |(_, z)| z.len() * 4);
+        (zoom_out + self.cache.map.len()) * self.cache.entry_bytes + bound
+    }
+
     /// Resets the caches when `pre` is not the volume they were built for
     /// (an 8 MB comparison, against a 2 s encoder pass on the CPU).
     fn bind_volume(&mut self, pre: &Preprocessed) {
