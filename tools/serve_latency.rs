@@ -13,7 +13,7 @@
 //!
 //! cargo run --release --example serve_latency -- WEIGHTS CT.nii.gz [CLICKS] [DEVICE]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -67,7 +67,9 @@ fn main() {
         },
         PathBuf::from,
     );
-    let (mut child, port) = start(&bin, &weights, &device);
+    let (child, port) = start(&bin, &weights, &device);
+    // Stopped on every exit, a failed assertion included.
+    let server = Stop(child);
     let file = std::fs::read(&ct_path).expect("CT bytes");
     let body = form(&[("params", "{}")], Some(("file", "ct.nii.gz", &file)));
     let (status, reply) = call(port, "PUT", "/datastore/?image=ct", &body);
@@ -130,8 +132,7 @@ fn main() {
         nrrd.push(rt);
         nrrd_added.push(rt.saturating_sub(seg));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 
     println!(
         "CT {} ({di}x{dj}x{dk}), weights {}, device {device}, {n} clicks (timed on the second pass)",
@@ -161,6 +162,15 @@ fn main() {
     report("added by HTTP, NRRD (multipart)", &nrrd_added);
 }
 
+struct Stop(Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn stats(t: &[Duration]) -> (f64, f64) {
     let mut ms: Vec<f64> = t.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     ms.sort_by(f64::total_cmp);
@@ -181,22 +191,24 @@ fn start(bin: &Path, weights: &Path, device: &str) -> (Child, u16) {
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
-    let mut err = child.stderr.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 256];
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    // Whole lines only: a partly read line could hold a partial port.
     let port = loop {
-        let k = err.read(&mut buf).unwrap();
-        assert!(k > 0, "segvol serve exited: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..k]));
-        if let Some(rest) = seen.split("listening on http://").nth(1) {
-            if let Some(addr) = rest.split_whitespace().next() {
-                if let Ok(p) = addr.rsplit(':').next().unwrap().parse() {
-                    break p;
-                }
-            }
+        line.clear();
+        let k = err.read_line(&mut line).unwrap();
+        assert!(k > 0, "segvol serve exited before listening");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap();
+            break addr.rsplit(':').next().unwrap().parse().unwrap();
         }
     };
-    std::thread::spawn(move || while err.read(&mut buf).is_ok_and(|k| k > 0) {});
+    // The server's later messages (and any failure) go to this stderr.
+    std::thread::spawn(move || {
+        for l in err.lines().map_while(Result::ok) {
+            eprintln!("[server] {l}");
+        }
+    });
     (child, port)
 }
 

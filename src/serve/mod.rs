@@ -34,6 +34,10 @@
 //!   The token check (401) and the upload cap (413) are layers over the
 //!   merged router, so every route gets them; read bodies through axum's
 //!   extractors (`Bytes`, `Json`, `Multipart`), which enforce the cap.
+//!   `/healthz` belongs to the core and is shared by every protocol; a
+//!   route registered twice makes axum panic at start, so protocols leave it
+//!   out. After removing sessions, call [`AppState::released`] so their
+//!   memory goes back to the OS.
 //!
 //! # Security
 //! Binds 127.0.0.1 unless `--host` says otherwise. With `--token T` every

@@ -113,16 +113,17 @@ def segment_cli(ct, args, out):
     return read_nifti(out)
 
 
-def start_server():
+def start_server(*extra):
     log = open(os.path.join(WORK, "serve.log"), "w+")
     proc = subprocess.Popen(
-        [SEGVOL, "serve", "--weights", WEIGHTS, "--device", "cpu", "--port", "0"],
+        [SEGVOL, "serve", "--weights", WEIGHTS, "--device", "cpu", "--port", "0", *extra],
         stderr=log,
         stdout=log,
     )
     for _ in range(600):
         log.seek(0)
-        m = re.search(r"listening on (http://[0-9.:]+)", log.read())
+        # The trailing space: the address is complete, not a partly written line.
+        m = re.search(r"listening on (http://[0-9.:]+) ", log.read())
         if m:
             return proc, m.group(1)
         if proc.poll() is not None:
@@ -208,4 +209,32 @@ def main():
     print(f"monai_client.py: {checks} checks passed against {url}")
 
 
+def token_login():
+    """With --token, the client discovers auth, logs in with the token as
+    its password, and is refused without it."""
+    proc, url = start_server("--token", "ci-token")
+    try:
+        client = MONAILabelClient(url, tmpdir=WORK)
+        assert client.auth_enabled()
+        assert not client.auth_valid_token()
+        try:
+            client.info()
+            raise AssertionError("info without the token was served")
+        except Exception as e:
+            assert "401" in str(e), e
+        try:
+            client.auth_token("anyone", "wrong")
+            raise AssertionError("a wrong password was accepted")
+        except Exception as e:
+            assert "401" in str(e), e
+        client.update_auth(client.auth_token("anyone", "ci-token"))
+        assert client.auth_valid_token()
+        assert "segvol_interactive" in client.info()["models"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    print("monai_client.py: token login checks passed")
+
+
 main()
+token_login()

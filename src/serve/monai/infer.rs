@@ -99,9 +99,13 @@ pub async fn infer(
         voxels,
         segment_s,
     } = outcome;
-    let (bytes, filename) = st
-        .run_blocking(move || encode(&like, &labels, format, &stem))
-        .await?;
+    // output=json sends no file, so none is encoded.
+    let (bytes, filename) = if matches!(output, Output::Json) {
+        (Vec::new(), String::new())
+    } else {
+        st.run_blocking(move || encode(&like, &labels, format, &stem))
+            .await?
+    };
     let reply = json!({
         "label_names": label_names,
         "voxels": voxels,
@@ -166,18 +170,25 @@ fn source(st: &AppState, q: &InferQuery, form: &super::form::Form) -> Result<Sou
 /// The `segvol` model: the categories as one label map, as `segvol segment
 /// --text A --text B ...` gives it.
 async fn run_auto(st: &AppState, source: Source, names: Vec<String>) -> Result<Outcome, ApiError> {
-    let (name, bytes, session) = match source {
-        Source::Stored(slot) => {
-            let mut d = slot.lock();
-            let m = d
-                .extra_mut::<MonaiImage>()
-                .ok_or_else(|| ApiError::internal("stored image without its file"))?;
-            (m.name.clone(), m.file.clone(), Some(slot.id.clone()))
-        }
-        Source::Upload { name, bytes } => (name, Arc::new(bytes), None),
+    let session = match &source {
+        Source::Stored(slot) => Some(slot.id.clone()),
+        Source::Upload { .. } => None,
     };
+    // Off the async threads: the session's lock may be held by a model call.
     let ct = st
-        .run_blocking(move || Ok(read_ct_bytes(std::path::Path::new(&name), &bytes)?))
+        .run_blocking(move || {
+            let (name, bytes) = match source {
+                Source::Stored(slot) => {
+                    let mut d = slot.lock();
+                    let m = d
+                        .extra_mut::<MonaiImage>()
+                        .ok_or_else(|| ApiError::internal("stored image without its file"))?;
+                    (m.name.clone(), m.file.clone())
+                }
+                Source::Upload { name, bytes } => (name, Arc::new(bytes)),
+            };
+            Ok(read_ct_bytes(std::path::Path::new(&name), &bytes)?)
+        })
         .await?;
     let req = Request {
         texts: names.clone(),

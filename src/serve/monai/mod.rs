@@ -65,6 +65,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/auth/", get(auth))
         .route("/auth", get(auth))
         .route("/auth/token", post(auth_token))
+        // Reached only with a valid token (the token layer answers 401).
+        .route("/auth/token/valid", get(|| async { Json(json!({})) }))
         .route("/datastore/", put(upload_image).delete(remove_image))
         .route("/datastore", put(upload_image).delete(remove_image))
         .route("/session/", put(create_session))
@@ -242,10 +244,18 @@ async fn create_session(
     let name = base_name(&file.filename);
     let data = open_image(&st, name, file.bytes.to_vec()).await?;
     let slot = st.sessions.insert(SESSIONS, None, data)?;
+    let info = info_of(&st, slot.clone()).await?;
     Ok(Json(json!({
         "session_id": slot.id,
-        "session_info": session_info(&st, &slot),
+        "session_info": info,
     })))
+}
+
+/// [`session_info`] off the async threads: the session's lock may be held
+/// by a model call for seconds.
+async fn info_of(st: &AppState, slot: Arc<SessionSlot>) -> Result<Value, ApiError> {
+    let st2 = st.clone();
+    st.run_blocking(move || Ok(session_info(&st2, &slot))).await
 }
 
 fn session_info(st: &AppState, slot: &SessionSlot) -> Value {
@@ -282,13 +292,15 @@ async fn get_session(
 ) -> Result<Response, ApiError> {
     let slot = st.sessions.get(SESSIONS, &id)?;
     if q.image {
-        let (name, file) = {
-            let mut d = slot.lock();
-            let m = d
-                .extra_mut::<MonaiImage>()
-                .ok_or_else(|| ApiError::internal("session without an image"))?;
-            (m.name.clone(), m.file.clone())
-        };
+        let (name, file) = st
+            .run_blocking(move || {
+                let mut d = slot.lock();
+                let m = d
+                    .extra_mut::<MonaiImage>()
+                    .ok_or_else(|| ApiError::internal("session without an image"))?;
+                Ok((m.name.clone(), m.file.clone()))
+            })
+            .await?;
         return Ok((
             [
                 (header::CONTENT_TYPE, "application/octet-stream".to_string()),
@@ -301,7 +313,7 @@ async fn get_session(
         )
             .into_response());
     }
-    Ok(Json(session_info(&st, &slot)).into_response())
+    Ok(Json(info_of(&st, slot).await?).into_response())
 }
 
 /// `DELETE /session/{id}`: frees the session.
@@ -313,7 +325,7 @@ async fn remove_session(
         .sessions
         .remove(SESSIONS, &id)
         .ok_or_else(|| ApiError::not_found(format!("session {:?} not found", cut(&id))))?;
-    let info = session_info(&st, &slot);
+    let info = info_of(&st, slot.clone()).await?;
     // A request still running on the session keeps it alive until it ends;
     // the heap is trimmed once this handler's reference is gone.
     drop(slot);
