@@ -1,68 +1,41 @@
-//! Volume ops: patch embedding and transposed convolution (the resizes are
-//! host code shared with the pipeline: `backend::interp`).
+//! ConvTranspose3d k2 s2 on channels-last data, on the CPU: per block of
+//! input rows, one GEMM against the weight reordered to `[Cin, 8, Cout]`,
+//! then a scatter to the 2×2×2 output voxels with bias and activation.
 
-use super::SendPtr;
 use rayon::prelude::*;
 
-use super::gemm::{sgemm, sgemm_serial, MatRef};
+use super::gemm::{sgemm_serial, MatRef};
 use super::simd;
 use super::tensor::{recycle, scratch};
+use super::{CpuBackend, CpuTensor, SendPtr};
 use crate::backend::Activation;
+use crate::error::Result;
 
-/// image `[B, 1, D, H, W]` → `[B, N, C]` (see `Backend::patch_embed`).
-#[allow(clippy::too_many_arguments)]
-pub fn patch_embed(
-    image: &[f32],
-    dims: [usize; 3],
-    batch: usize,
-    w: &[f32],
-    b: &[f32],
-    pos: &[f32],
-    patch: [usize; 3],
-    out: &mut [f32],
-) {
-    let [d, h, wd] = dims;
-    let [pd, ph, pw] = patch;
-    let grid = [d / pd, h / ph, wd / pw];
-    let n = grid[0] * grid[1] * grid[2];
-    let p = pd * ph * pw;
-    let c = b.len();
-    // im2col: one row of p voxels per token, C order (pd, ph, pw).
-    let mut cols = scratch(batch * n * p);
-    cols.par_chunks_mut(p).enumerate().for_each(|(row, dst)| {
-        let bi = row / n;
-        let t = row % n;
-        let (ga, gb, gc) = (
-            t / (grid[1] * grid[2]),
-            (t / grid[2]) % grid[1],
-            t % grid[2],
-        );
-        let img = &image[bi * d * h * wd..];
-        for i in 0..pd {
-            for j in 0..ph {
-                let src = ((ga * pd + i) * h + gb * ph + j) * wd + gc * pw;
-                dst[(i * ph + j) * pw..(i * ph + j + 1) * pw].copy_from_slice(&img[src..src + pw]);
-            }
-        }
+/// `Backend::conv_transpose_k2s2`, given `shapes::conv_transpose`'s (batch,
+/// voxels, cin, cout).
+pub(super) fn conv_transpose_k2s2(
+    be: &CpuBackend,
+    (batch, voxels, cin, cout): (usize, usize, usize, usize),
+    x: &CpuTensor,
+    grid: [usize; 3],
+    w: &CpuTensor,
+    b: &CpuTensor,
+    act: Activation,
+) -> Result<CpuTensor> {
+    let mut out = scratch(batch * 8 * voxels * cout);
+    be.run(|| {
+        conv_transpose_k2s2_into(
+            x.data(),
+            batch,
+            grid,
+            cin,
+            w.data(),
+            b.data(),
+            act,
+            &mut out,
+        )
     });
-    // out starts as bias + position embedding, then accumulates the product.
-    out.par_chunks_mut(c).enumerate().for_each(|(row, o)| {
-        let t = row % n;
-        for k in 0..c {
-            o[k] = b[k] + pos[t * c + k];
-        }
-    });
-    sgemm(
-        batch * n,
-        p,
-        c,
-        MatRef::rows(&cols, 0, p),
-        MatRef::transposed(w, 0, p),
-        1.0,
-        out,
-        c,
-    );
-    recycle(cols);
+    CpuTensor::from_vec(out, &[batch, 8 * voxels, cout])
 }
 
 /// Input voxels per conv_transpose task: enough rows for the product to
@@ -70,9 +43,9 @@ pub fn patch_embed(
 /// task's product in L2 and give every thread several tasks.
 const CONVT_VOXELS: usize = 256;
 
-/// ConvTranspose3d k2 s2 on channels-last data (see `Backend::conv_transpose_k2s2`).
+/// ConvTranspose3d k2 s2 on channels-last data into `out [B, 8·S, Cout]`.
 #[allow(clippy::too_many_arguments)]
-pub fn conv_transpose_k2s2(
+fn conv_transpose_k2s2_into(
     x: &[f32],
     batch: usize,
     grid: [usize; 3],
@@ -168,7 +141,7 @@ mod tests {
             .collect();
         let bias: Vec<f32> = (0..cout).map(|i| 0.1 * i as f32 - 0.2).collect();
         let mut out = vec![f32::NAN; b * 8 * s * cout];
-        conv_transpose_k2s2(&x, b, g, cin, &w, &bias, act, &mut out);
+        conv_transpose_k2s2_into(&x, b, g, cin, &w, &bias, act, &mut out);
         let o = [2 * g[0], 2 * g[1], 2 * g[2]];
         for bi in 0..b {
             for z in 0..o[0] {
