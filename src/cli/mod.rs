@@ -67,7 +67,7 @@ pub enum ModeArg {
     /// padded zoom-in window gets the box where the image is.
     Fixed,
     /// Reproduces the reference exactly, including its slip: the prompt map
-    /// is not padded, so that box is shifted by the padding (SPEC §10.18).
+    /// is not padded, so that box is shifted by the padding
     Faithful,
 }
 

@@ -1,5 +1,5 @@
 //! The CLIP ViT-B/32 BPE tokenizer that turns category names into text-encoder
-//! input ids (SPEC §6).
+//! input ids (docs/REFERENCE.md §6).
 //!
 //! Two sources give the same tokenizer: a checkpoint's `tokenizer.json` (what
 //! the reference loads with `AutoTokenizer`), or the OpenAI merge list shipped

@@ -5,7 +5,7 @@
 //!
 //! A point at cropped-frame index `o` maps to the zoom-out index
 //! `clamp(floor((o + 0.5)·out/in), 0, out − 1)`, the zoom-out voxel whose
-//! centre is nearest (SPEC §7). A box maps to the zoom-out voxels whose
+//! centre is nearest (docs/REFERENCE.md §7). A box maps to the zoom-out voxels whose
 //! `nearest-exact` source lies inside it, so a box drawn tight around an
 //! organ contains the reference demo's box from the resized label (and
 //! equals it when the organ touches its bbox faces at sampled voxels).
