@@ -44,7 +44,7 @@ use crate::io::write::{write_label_map, write_probabilities};
 use crate::model::{ClipTokenizer, SegVol, TextEmbedder, TextEmbedding};
 use crate::pipeline::output::{label_counts, label_map, probability_map, Placement};
 use crate::pipeline::preprocess::{preprocess_ct, Preprocessed};
-use crate::pipeline::prompts::{Frame, UserBox, UserPoint};
+use crate::pipeline::prompt_frames::{Frame, UserBox, UserPoint};
 use crate::pipeline::request::{Category, Request};
 use crate::pipeline::windows::BoxI;
 use crate::pipeline::zoom::{CategoryResult, Segmenter, Timings, ZoomOptions};

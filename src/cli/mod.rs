@@ -5,6 +5,7 @@ mod bench;
 mod categories;
 mod common;
 mod eval;
+mod prompt_args;
 mod segment;
 mod weights_cmd;
 
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use segvol::error::Result;
-use segvol::pipeline::prompts::{Frame, UserBox, UserPoint};
+use segvol::pipeline::prompt_frames::{Frame, UserBox, UserPoint};
 use segvol::pipeline::zoom::PadMode;
 
 #[derive(Parser, Debug)]
@@ -152,10 +153,10 @@ pub struct SegmentArgs {
     #[arg(long = "text")]
     pub texts: Vec<String>,
     /// A box i0,j0,k0,i1,j1,k1 (two opposite corners, inclusive; repeatable).
-    #[arg(long = "box", allow_hyphen_values = true)]
+    #[arg(long = "box", allow_hyphen_values = true, value_parser = prompt_args::parse_box)]
     pub boxes: Vec<UserBox>,
     /// A click i,j,k[,label] with label 1 (positive, default) or 0 (repeatable).
-    #[arg(long = "point", allow_hyphen_values = true)]
+    #[arg(long = "point", allow_hyphen_values = true, value_parser = prompt_args::parse_point)]
     pub points: Vec<UserPoint>,
     #[arg(long, value_enum, default_value = "voxel")]
     pub frame: FrameArg,

@@ -4,8 +4,8 @@
 pub mod memory;
 pub mod output;
 pub mod preprocess;
+pub mod prompt_frames;
 pub mod prompt_maps;
-pub mod prompts;
 pub mod request;
 pub mod sampling;
 pub mod windows;

@@ -4,7 +4,7 @@
 
 use cudarc::driver::LaunchConfig;
 
-use super::{check, launch, CudaBackend, CudaTensor, DType};
+use super::{check, launch, CudaBackend, CudaTensor, StorageType};
 use crate::backend::{AttnOperand, AttnSpec};
 use crate::error::{Error, Result};
 
@@ -24,7 +24,7 @@ fn mma_kernel(d: usize, nw: usize) -> String {
 }
 
 /// The generic kernel holding `dpl` head-dim values per lane.
-fn generic_kernel(dtype: DType, dpl: usize) -> String {
+fn generic_kernel(dtype: StorageType, dpl: usize) -> String {
     format!("attn_generic_{}_{dpl}", dtype.suffix())
 }
 
@@ -79,7 +79,7 @@ pub(super) fn attention(
 
     // (The tensor-core kernel takes the row max before scaling, so it
     // needs a positive scale; SegVol's is 1/√head_dim.)
-    if be.dtype() == DType::Bf16
+    if be.dtype() == StorageType::Bf16
         && be.cc.0 >= 8
         && aligned
         && MMA_HEAD_DIMS.contains(&s.head_dim)

@@ -5,12 +5,12 @@
 use cudarc::driver::{DevicePtr, LaunchConfig};
 
 use super::kernels::act_code;
-use super::{check, launch, CudaBackend, CudaTensor, DType};
+use super::{check, launch, CudaBackend, CudaTensor, StorageType};
 use crate::backend::Activation;
 use crate::error::Result;
 
 /// The warp-per-row kernel holding `npl` values per lane.
-fn rows_kernel(dtype: DType, npl: usize) -> String {
+fn rows_kernel(dtype: StorageType, npl: usize) -> String {
     format!("ln_rows_{}_{npl}", dtype.suffix())
 }
 

@@ -5,7 +5,7 @@
 
 use super::gemm::{Gemm, LtEpilogue};
 use super::kernels::act_code;
-use super::{launch, CudaBackend, CudaTensor, DType};
+use super::{launch, CudaBackend, CudaTensor, StorageType};
 use crate::backend::Activation;
 use crate::error::Result;
 
@@ -45,7 +45,7 @@ pub(super) fn linear(
         stride_w: 0,
         stride_out: 0,
     };
-    if k > 0 && be.dtype() == DType::Bf16 && be.options.cublaslt {
+    if k > 0 && be.dtype() == StorageType::Bf16 && be.options.cublaslt {
         // Lt finishes bias, ReLU and the residual itself; erf-GELU and
         // quick_gelu (its GELU epilogue is the tanh form) follow in place.
         let ep = LtEpilogue {
@@ -94,7 +94,7 @@ pub(super) fn epilogue(
     let cols = *out.shape.last().unwrap_or(&1);
     let period = add.map_or(1, |a| a.numel()).max(1);
     let aligned = |t: Option<&CudaTensor>| t.is_none_or(|t| t.ptr % 16 == 0);
-    if out.dtype == DType::Bf16
+    if out.dtype == StorageType::Bf16
         && n % 8 == 0
         && cols % 8 == 0
         && (add.is_none() || period % 8 == 0)

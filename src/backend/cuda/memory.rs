@@ -7,9 +7,9 @@ use cudarc::driver::result as drv;
 use cudarc::driver::sys;
 use cudarc::driver::{CudaEvent, PinnedHostSlice};
 
-use super::{launch, numel, CudaBackend, CudaTensor, DType};
+use super::{launch, numel, CudaBackend, CudaTensor, StorageType};
 use crate::error::{Error, Result};
-use crate::weights::{DType as WDType, WeightView};
+use crate::weights::{DType as CheckpointDType, WeightView};
 
 /// Pinned staging: checkpoint bytes go memory map → pinned buffer (CPU
 /// copy) → device (DMA), two buffers alternating so the CPU fills one
@@ -42,8 +42,10 @@ impl CudaBackend {
         // Pageable copies return once the source is staged by the driver,
         // so the host buffers may be dropped right after.
         match t.dtype {
-            DType::F32 => unsafe { drv::memcpy_htod_async(t.ptr, data, self.stream.cu_stream()) },
-            DType::Bf16 => {
+            StorageType::F32 => unsafe {
+                drv::memcpy_htod_async(t.ptr, data, self.stream.cu_stream())
+            },
+            StorageType::Bf16 => {
                 let h = to_bf16_bits(data);
                 unsafe { drv::memcpy_htod_async(t.ptr, &h, self.stream.cu_stream()) }
             }
@@ -59,14 +61,14 @@ impl CudaBackend {
             return Ok(Vec::new());
         }
         let out = match t.dtype {
-            DType::F32 => {
+            StorageType::F32 => {
                 let mut v = vec![0f32; n];
                 unsafe { drv::memcpy_dtoh_async(&mut v, t.ptr, self.stream.cu_stream()) }
                     .map_err(drv_err("download"))?;
                 self.sync("download")?;
                 v
             }
-            DType::Bf16 => {
+            StorageType::Bf16 => {
                 let mut h = vec![0u16; n];
                 unsafe { drv::memcpy_dtoh_async(&mut h, t.ptr, self.stream.cu_stream()) }
                     .map_err(drv_err("download"))?;
@@ -146,11 +148,13 @@ impl CudaBackend {
         }
         let n = t.numel();
         let converted;
-        let (src_bytes, src_dtype): (&[u8], WDType) = match w.dtype {
-            WDType::F32 | WDType::F16 | WDType::BF16 => (w.bytes(), w.dtype),
-            WDType::F64 => {
+        let (src_bytes, src_dtype): (&[u8], CheckpointDType) = match w.dtype {
+            CheckpointDType::F32 | CheckpointDType::F16 | CheckpointDType::BF16 => {
+                (w.bytes(), w.dtype)
+            }
+            CheckpointDType::F64 => {
                 converted = w.to_f32()?;
-                (bytemuck::cast_slice(&converted), WDType::F32)
+                (bytemuck::cast_slice(&converted), CheckpointDType::F32)
             }
             other => {
                 return Err(Error::NotSegVol(format!(
@@ -328,13 +332,15 @@ impl CudaBackend {
 
 /// The kernel converting a checkpoint dtype (f32, f16 or bf16) to the
 /// backend's, or None when the bytes are already right.
-fn cast_kernel(from: WDType, to: DType) -> Option<&'static str> {
+fn cast_kernel(from: CheckpointDType, to: StorageType) -> Option<&'static str> {
     match (from, to) {
-        (WDType::F32, DType::F32) | (WDType::BF16, DType::Bf16) => None,
-        (WDType::F32, DType::Bf16) => Some("cast_f32_bf16"),
-        (WDType::BF16, DType::F32) => Some("cast_bf16_f32"),
-        (WDType::F16, DType::F32) => Some("cast_f16_f32"),
-        (WDType::F16, DType::Bf16) => Some("cast_f16_bf16"),
+        (CheckpointDType::F32, StorageType::F32) | (CheckpointDType::BF16, StorageType::Bf16) => {
+            None
+        }
+        (CheckpointDType::F32, StorageType::Bf16) => Some("cast_f32_bf16"),
+        (CheckpointDType::BF16, StorageType::F32) => Some("cast_bf16_f32"),
+        (CheckpointDType::F16, StorageType::F32) => Some("cast_f16_f32"),
+        (CheckpointDType::F16, StorageType::Bf16) => Some("cast_f16_bf16"),
         _ => unreachable!("source dtype normalised by the caller"),
     }
 }
@@ -375,11 +381,15 @@ fn from_bf16_bits(h: &[u16]) -> Vec<f32> {
 /// The kernels this family launches, all from `kernels/elementwise.cu`.
 #[cfg(test)]
 pub(super) fn kernel_names() -> (&'static str, Vec<String>) {
-    let names = [WDType::F32, WDType::F16, WDType::BF16]
-        .into_iter()
-        .flat_map(|from| super::DTYPES.map(|to| cast_kernel(from, to)))
-        .flatten()
-        .map(str::to_string)
-        .collect();
+    let names = [
+        CheckpointDType::F32,
+        CheckpointDType::F16,
+        CheckpointDType::BF16,
+    ]
+    .into_iter()
+    .flat_map(|from| super::DTYPES.map(|to| cast_kernel(from, to)))
+    .flatten()
+    .map(str::to_string)
+    .collect();
     ("elementwise", names)
 }

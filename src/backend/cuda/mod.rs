@@ -34,7 +34,7 @@
 //! | conv_transpose_k2s2 | GEMM `[B·S, Cin]·[Cin, Cout·8]` → `convt_scatter` (bias + activation) |
 //! | resize | host-computed taps (`backend::interp`, shared with the CPU backend) → `resize_trilinear` / `resize_nearest` |
 
-pub mod device;
+pub mod driver_probe;
 pub mod gemm;
 pub mod kernels;
 pub mod tensor;
@@ -57,7 +57,7 @@ use cudarc::driver::{CudaContext, CudaStream, DevicePtr, LaunchConfig};
 pub use crate::backend::device::{
     cuda_available, cuda_device_count, cuda_unavailable_reason, Device,
 };
-pub use tensor::{CudaTensor, DType};
+pub use tensor::{CudaTensor, StorageType};
 
 use crate::backend::{Activation, AttnOperand, AttnSpec, Backend, Interp};
 use crate::error::{Error, Result};
@@ -97,10 +97,10 @@ impl Precision {
             ))),
         }
     }
-    pub fn dtype(self) -> DType {
+    pub fn dtype(self) -> StorageType {
         match self {
-            Precision::F32 => DType::F32,
-            Precision::Bf16 => DType::Bf16,
+            Precision::F32 => StorageType::F32,
+            Precision::Bf16 => StorageType::Bf16,
         }
     }
 }
@@ -165,8 +165,8 @@ impl CudaBackend {
         if ordinal >= count {
             return Err(crate::backend::device::no_such_device(ordinal, count));
         }
-        device::blas_present()?;
-        device::guard("CUDA setup", || Self::init(ordinal, precision, options))
+        driver_probe::blas_present()?;
+        driver_probe::guard("CUDA setup", || Self::init(ordinal, precision, options))
     }
 
     fn init(ordinal: usize, precision: Precision, options: CudaOptions) -> Result<Self> {
@@ -241,7 +241,7 @@ impl CudaBackend {
             .map_err(|e| Error::Cuda(format!("cuMemGetInfo: {e}")))
     }
 
-    fn dtype(&self) -> DType {
+    fn dtype(&self) -> StorageType {
         self.precision.dtype()
     }
 
@@ -262,7 +262,7 @@ impl CudaBackend {
         self.alloc_typed(shape, self.dtype())
     }
 
-    fn alloc_typed(&self, shape: &[usize], dtype: DType) -> Result<CudaTensor> {
+    fn alloc_typed(&self, shape: &[usize], dtype: StorageType) -> Result<CudaTensor> {
         let bytes = shape
             .iter()
             .try_fold(dtype.size(), |a, &d| a.checked_mul(d))
@@ -387,13 +387,13 @@ fn pool_used_high(ctx: &Arc<CudaContext>, reset: bool) -> Option<usize> {
 use crate::backend::shapes::{self, check, numel};
 
 /// A kernel instantiated per storage type: `base_f32` or `base_bf16`.
-fn typed(base: &str, dtype: DType) -> String {
+fn typed(base: &str, dtype: StorageType) -> String {
     format!("{base}_{}", dtype.suffix())
 }
 
 /// Both storage types, for the kernel-name lists of the families.
 #[cfg(test)]
-const DTYPES: [DType; 2] = [DType::F32, DType::Bf16];
+const DTYPES: [StorageType; 2] = [StorageType::F32, StorageType::Bf16];
 
 /// `v` as a kernel's `int` argument, or a clear error naming it.
 fn i32_of(v: usize, what: &str) -> Result<i32> {
