@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod gen;
+pub mod walks;
 
 use std::path::PathBuf;
 
