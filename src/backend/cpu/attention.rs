@@ -308,6 +308,13 @@ mod tests {
                 )
             };
             let want = naive(&q, &k, &v, &s, ld, ld, ld, cols[0], cols[1], cols[2]);
+            let operands = || {
+                [0, 1, 2].map(|i| Operand {
+                    data: [&q, &k, &v][i],
+                    ld,
+                    col: cols[i],
+                })
+            };
             // The default blocks, blocks that do not divide the lengths, and
             // blocks larger than them.
             for tiling in [
@@ -326,26 +333,8 @@ mod tests {
                 },
             ] {
                 let mut out = vec![f32::NAN; batch * q_len * w];
-                attention_tiled(
-                    Operand {
-                        data: &q,
-                        ld,
-                        col: cols[0],
-                    },
-                    Operand {
-                        data: &k,
-                        ld,
-                        col: cols[1],
-                    },
-                    Operand {
-                        data: &v,
-                        ld,
-                        col: cols[2],
-                    },
-                    &s,
-                    tiling,
-                    &mut out,
-                );
+                let [qo, ko, vo] = operands();
+                attention_tiled(qo, ko, vo, &s, tiling, &mut out);
                 check(&out, &want, &format!("{tiling:?}"));
             }
             #[cfg(segvol_avx512)]

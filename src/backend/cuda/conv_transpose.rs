@@ -40,20 +40,8 @@ pub(super) fn conv_transpose_k2s2(
         format!("conv_transpose over {rows} voxels")
     })?;
     let tmp = be.alloc(&[rows, cout * 8])?;
-    let g = Gemm {
-        m: rows,
-        n: cout * 8,
-        k: cin,
-        // w as [Cin, Cout·8] row-major is PyTorch's (in, out, kd, kh, kw).
-        w_nk: false,
-        x: x.ptr,
-        w: w.ptr,
-        out: tmp.ptr,
-        batch: 1,
-        stride_x: 0,
-        stride_w: 0,
-        stride_out: 0,
-    };
+    // w as [Cin, Cout·8] row-major is PyTorch's (in, out, kd, kh, kw).
+    let g = Gemm::single(rows, cout * 8, cin, false, x.ptr, w.ptr, tmp.ptr);
     if cin == 0 {
         unsafe {
             cudarc::driver::result::memset_d8_async(tmp.ptr, 0, tmp.nbytes(), be.stream.cu_stream())
@@ -88,9 +76,5 @@ pub(super) fn conv_transpose_k2s2(
 /// The kernels this family launches, all from `kernels/conv_transpose.cu`.
 #[cfg(test)]
 pub(super) fn kernel_names() -> (&'static str, Vec<String>) {
-    let names = super::DTYPES
-        .iter()
-        .flat_map(|&t| ["convt_scatter"].map(|b| super::typed(b, t)))
-        .collect();
-    ("conv_transpose", names)
+    super::typed_names("conv_transpose", &["convt_scatter"])
 }

@@ -43,6 +43,26 @@ pub struct Gemm {
     pub stride_out: usize,
 }
 
+impl Gemm {
+    /// One (unbatched) product `out[m, n] = x[m, k] · op(w)`, w `[N, K]`
+    /// when `w_nk`, else `[K, N]`.
+    pub fn single(m: usize, n: usize, k: usize, w_nk: bool, x: u64, w: u64, out: u64) -> Self {
+        Gemm {
+            m,
+            n,
+            k,
+            w_nk,
+            x,
+            w,
+            out,
+            batch: 1,
+            stride_x: 0,
+            stride_w: 0,
+            stride_out: 0,
+        }
+    }
+}
+
 /// What cuBLASLt may fuse after the product.
 #[derive(Clone, Copy, Debug)]
 pub struct LtEpilogue {

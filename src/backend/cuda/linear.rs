@@ -32,19 +32,7 @@ pub(super) fn linear(
     if m == 0 || n == 0 {
         return Ok(out);
     }
-    let g = Gemm {
-        m,
-        n,
-        k,
-        w_nk: true,
-        x: x.ptr,
-        w: w.ptr,
-        out: out.ptr,
-        batch: 1,
-        stride_x: 0,
-        stride_w: 0,
-        stride_out: 0,
-    };
+    let g = Gemm::single(m, n, k, true, x.ptr, w.ptr, out.ptr);
     if k > 0 && be.dtype() == StorageType::Bf16 && be.options.cublaslt {
         // Lt finishes bias, ReLU and the residual itself; erf-GELU and
         // quick_gelu (its GELU epilogue is the tanh form) follow in place.

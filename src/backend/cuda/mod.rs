@@ -395,6 +395,17 @@ fn typed(base: &str, dtype: StorageType) -> String {
 #[cfg(test)]
 const DTYPES: [StorageType; 2] = [StorageType::F32, StorageType::Bf16];
 
+/// A family's kernels instantiated per storage type: `module`, and every
+/// base name with each type's suffix.
+#[cfg(test)]
+fn typed_names(module: &'static str, bases: &[&str]) -> (&'static str, Vec<String>) {
+    let names = DTYPES
+        .iter()
+        .flat_map(|&t| bases.iter().map(move |b| typed(b, t)))
+        .collect();
+    (module, names)
+}
+
 /// `v` as a kernel's `int` argument, or a clear error naming it.
 fn i32_of(v: usize, what: &str) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::shape(format!("{what} = {v} is too large")))

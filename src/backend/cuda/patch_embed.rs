@@ -51,19 +51,7 @@ pub(super) fn patch_embed(
         ]
     )?;
     be.blas()?.gemm(
-        &Gemm {
-            m: batch * n,
-            n: c,
-            k: p,
-            w_nk: true,
-            x: cols.ptr,
-            w: w.ptr,
-            out: out.ptr,
-            batch: 1,
-            stride_x: 0,
-            stride_w: 0,
-            stride_out: 0,
-        },
+        &Gemm::single(batch * n, c, p, true, cols.ptr, w.ptr, out.ptr),
         be.dtype(),
     )?;
     // Bias and position embedding (period: one item) in one pass.
@@ -74,9 +62,5 @@ pub(super) fn patch_embed(
 /// The kernels this family launches, all from `kernels/patch_embed.cu`.
 #[cfg(test)]
 pub(super) fn kernel_names() -> (&'static str, Vec<String>) {
-    let names = super::DTYPES
-        .iter()
-        .flat_map(|&t| ["im2col"].map(|b| super::typed(b, t)))
-        .collect();
-    ("patch_embed", names)
+    super::typed_names("patch_embed", &["im2col"])
 }

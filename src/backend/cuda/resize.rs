@@ -88,9 +88,5 @@ pub(super) fn resize(
 /// The kernels this family launches, all from `kernels/resize.cu`.
 #[cfg(test)]
 pub(super) fn kernel_names() -> (&'static str, Vec<String>) {
-    let names = super::DTYPES
-        .iter()
-        .flat_map(|&t| ["resize_nearest", "resize_trilinear"].map(|b| super::typed(b, t)))
-        .collect();
-    ("resize", names)
+    super::typed_names("resize", &["resize_nearest", "resize_trilinear"])
 }
