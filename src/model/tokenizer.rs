@@ -151,13 +151,6 @@ impl ClipTokenizer {
         Self::builtin()
     }
 
-    /// Limits sequences to `max_len` positions (the text encoder's position
-    /// table); 77 unless changed.
-    pub fn with_max_len(mut self, max_len: usize) -> Self {
-        self.max_len = max_len;
-        self
-    }
-
     pub fn max_len(&self) -> usize {
         self.max_len
     }

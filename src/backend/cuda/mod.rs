@@ -223,22 +223,10 @@ impl CudaBackend {
         self.cc
     }
 
-    /// Where the kernels came from ("nvcc PTX sm_90" or "NVRTC compute_90").
-    pub fn kernel_origin(&self) -> String {
-        self.kernels.origin.to_string()
-    }
-
     /// Fill every new output allocation with NaN bytes (0xFF) first, so a
     /// test can see any element an op failed to write.
     pub fn set_poison_outputs(&self, on: bool) {
         self.poison.store(on, Ordering::Relaxed);
-    }
-
-    /// Bytes of device memory (free, total).
-    pub fn memory_info(&self) -> Result<(usize, usize)> {
-        self.ctx
-            .mem_get_info()
-            .map_err(|e| Error::Cuda(format!("cuMemGetInfo: {e}")))
     }
 
     fn dtype(&self) -> StorageType {
