@@ -1,6 +1,6 @@
 // F.interpolate on [planes, D, H, W]. The per-axis source indices and
 // weights are computed on the host by the same functions the CPU backend
-// uses (src/backend/cpu/volume.rs), so ATen's index and lambda rules live in
+// uses (src/backend/interp.rs), so ATen's index and lambda rules live in
 // one place; these kernels only gather.
 #include "common.cuh"
 

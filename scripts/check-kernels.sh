@@ -113,7 +113,7 @@ fi
 note ""
 note "== NVRTC 13.0 compile of the embedded sources (no GPU needed)"
 if LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-        cargo test --release --quiet --target-dir "$TDIR" --test cuda_backend nvrtc_compiles_every_kernel -- --nocapture \
+        cargo test --release --quiet --target-dir "$TDIR" --test backend_ops nvrtc_compiles_every_kernel -- --nocapture \
         >"$WORK/nvrtc.log" 2>&1; then
     grep -E "NVRTC compute|SKIP" "$WORK/nvrtc.log" || true
     if grep -q SKIP "$WORK/nvrtc.log"; then note "FAIL: libnvrtc was not found"; fail=1; fi

@@ -7,8 +7,8 @@
 #   2. build: with cargo (the machine's nvcc, SEGVOL_CUDA_ARCH=sm_90), or,
 #      where the machine has no Rust, the binaries scripts/gpu-prebuild.sh
 #      left in .gpu-bin/ (copy it over with the working tree);
-#   3. tests: cuda_backend (every op against the CPU backend, f32 and bf16)
-#      and any other tests/*cuda*.rs / *gpu*.rs;
+#   3. tests: backend_ops (every op family on the CPU and against it on the
+#      GPU, f32 and bf16) and any tests/cuda*.rs / gpu*.rs;
 #   4. benchmarks: `segvol bench` on the fixture CTs (bf16, f32), cold start
 #      of `segvol segment`, and the criterion bench benches/cuda_ops.rs;
 #   5. a summary table, last.
@@ -68,10 +68,10 @@ t0=$SECONDS
 TEST_BINS=()
 SEGVOL_BIN=""
 OPS_BENCH=""
-# The GPU tests: tests/cuda*.rs and tests/gpu*.rs.
+# The GPU tests: tests/backend_ops/, tests/cuda*.rs and tests/gpu*.rs.
 GPU_TESTS=()
-for f in tests/cuda*.rs tests/gpu*.rs; do
-    [[ -f "$f" ]] && GPU_TESTS+=(--test "$(basename "$f" .rs)")
+for f in tests/backend_ops tests/cuda*.rs tests/gpu*.rs; do
+    [[ -e "$f" ]] && GPU_TESTS+=(--test "$(basename "$f" .rs)")
 done
 build_status="FAIL"
 if ((HAVE_CARGO)); then
@@ -87,7 +87,7 @@ if ((HAVE_CARGO)); then
             2>>"$OUT/build.log" >"$OUT/build-bench.json" &&
             OPS_BENCH="$(grep -o '"executable":"[^"]*/deps/cuda_ops[^"/]*"' "$OUT/build-bench.json" |
                          sed 's/"executable":"\(.*\)"/\1/' | head -n1)"
-        mapfile -t TEST_BINS < <(grep -o '"executable":"[^"]*/deps/\(cuda\|gpu\)[^"/]*"' "$OUT/build-tests.json" |
+        mapfile -t TEST_BINS < <(grep -o '"executable":"[^"]*/deps/\(backend_ops\|cuda\|gpu\)[^"/]*"' "$OUT/build-tests.json" |
                                   sed 's/"executable":"\(.*\)"/\1/' | sort -u)
         build_status="ok"
         gen="$(ls -t target/release/build/segvol-*/out/kernels.rs 2>/dev/null | head -n1)"

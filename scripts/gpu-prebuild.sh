@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, on this (CPU) machine, the binaries scripts/gpu-check.sh runs on a
 # GPU machine that has no Rust toolchain: the GPU test binaries
-# (tests/cuda*.rs, tests/gpu*.rs) and the segvol CLI, release profile, with
+# (tests/backend_ops/, tests/cuda*.rs, tests/gpu*.rs) and the segvol CLI, release profile, with
 # the kernels compiled to sm_90 PTX by the pinned CUDA 13.0 nvcc that
 # scripts/check-kernels.sh installs (a newer nvcc's PTX would be rejected by
 # the GPU machine's 13.0 driver). Output: .gpu-bin/ (git-ignored), stripped,
@@ -22,8 +22,8 @@ fi
 export NVCC="$NVCC_BIN" SEGVOL_CUDA_ARCH="${SEGVOL_CUDA_ARCH:-sm_90}" SEGVOL_NVCC_STRICT=1
 
 tests=()
-for f in tests/cuda*.rs tests/gpu*.rs; do
-    [[ -f "$f" ]] && tests+=(--test "$(basename "$f" .rs)")
+for f in tests/backend_ops tests/cuda*.rs tests/gpu*.rs; do
+    [[ -e "$f" ]] && tests+=(--test "$(basename "$f" .rs)")
 done
 cargo build --release --bin segvol
 json="$(mktemp)"
@@ -35,7 +35,7 @@ cargo bench --bench cuda_ops --no-run --message-format=json >"$bjson"
 
 rm -rf .gpu-bin
 mkdir -p .gpu-bin
-grep -o '"executable":"[^"]*/deps/\(cuda\|gpu\)[^"/]*"' "$json" | sed 's/"executable":"\(.*\)"/\1/' | sort -u |
+grep -o '"executable":"[^"]*/deps/\(backend_ops\|cuda\|gpu\)[^"/]*"' "$json" | sed 's/"executable":"\(.*\)"/\1/' | sort -u |
 while read -r exe; do
     base="$(basename "$exe")"
     cp "$exe" ".gpu-bin/test-${base%-*}"

@@ -46,7 +46,7 @@ use crate::model::{ClipTokenizer, SegVol, TextEmbedder, TextEmbedding};
 use crate::pipeline::output::{label_counts, label_map, probability_map, Placement};
 use crate::pipeline::preprocess::{preprocess_ct, Preprocessed};
 use crate::pipeline::progress::Progress;
-use crate::pipeline::prompts::{Frame, UserBox, UserPoint};
+use crate::pipeline::prompt_frames::{Frame, UserBox, UserPoint};
 use crate::pipeline::request::{Category, Request};
 use crate::pipeline::windows::BoxI;
 use crate::pipeline::zoom::{CategoryResult, Segmenter, Timings, ZoomOptions};

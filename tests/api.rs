@@ -108,7 +108,7 @@ fn in_memory_volume_equals_the_file() {
     // A world-frame box goes through the in-memory affine.
     let req = Request::text("liver")
         .with_box([wa[0], wa[1], wa[2], wb[0], wb[1], wb[2]])
-        .in_frame(segvol::pipeline::prompts::Frame::World);
+        .in_frame(segvol::pipeline::prompt_frames::Frame::World);
     let opts = Options {
         probabilities: true,
         ..Options::default()

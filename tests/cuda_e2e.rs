@@ -1,25 +1,19 @@
 //! End to end on the GPU: the default network in f32 and in bf16 against the
-//! reference fixtures, and bf16 against f32 on the whole zoom-out-zoom-in
-//! pipeline. Skips, saying why, without a CUDA device.
+//! reference fixtures (the CPU's parity walk, `common::walks`), and bf16
+//! against f32 on the whole zoom-out-zoom-in pipeline. Skips, saying why,
+//! without a CUDA device.
 #![cfg(feature = "cuda")]
 
 mod common;
 
-use std::sync::Arc;
-
-use common::golden::*;
-use common::{check, fixture};
-use safetensors::SafeTensors;
+use common::{check, fixture, walks};
 use segvol::backend::cuda::{cuda_unavailable_reason, CudaBackend, Precision};
-use segvol::backend::{Backend, Interp};
 use segvol::io::nifti::read_ct;
-use segvol::model::{ClipTokenizer, GeomPrompt, Prompt, SegVol};
+use segvol::model::{ClipTokenizer, SegVol};
 use segvol::pipeline::is_foreground;
 use segvol::pipeline::output::dice;
 use segvol::pipeline::preprocess::preprocess_ct;
 use segvol::pipeline::zoom::{CategoryPrompt, Segmenter, ZoomOptions};
-use segvol::weights::synth::synth_checkpoint;
-use segvol::ModelConfig;
 
 fn gpu(p: Precision) -> Option<SegVol<CudaBackend>> {
     if let Some(why) = cuda_unavailable_reason() {
@@ -27,120 +21,60 @@ fn gpu(p: Precision) -> Option<SegVol<CudaBackend>> {
         return None;
     }
     let be = CudaBackend::new(0, p).expect("a CUDA device is present, so the backend must start");
-    let cfg = ModelConfig::default();
-    Some(SegVol::load(be, Arc::new(synth_checkpoint(&cfg).unwrap()), cfg).unwrap())
+    Some(walks::default_model(be))
 }
 
-/// One stage of the walk: its name, our values, the reference's.
-type Stage = (&'static str, Vec<f32>, Vec<f32>);
-
-/// The default network on the GPU, stage by stage, on the reference case
-/// (`example_ct_sm`'s zoom-out image, box + text): (stage, ours, reference)
-/// for the encoder tokens, the text embedding, the low-res logits and the
-/// final logits' slices 14..18. `None` (after saying why) without the
-/// fixtures or a device.
-fn reference_walk(p: Precision) -> Option<Vec<Stage>> {
-    let (Some(outp), Some(inp)) = (
-        fixture("default_realct/outputs.safetensors"),
-        fixture("preprocess/example_ct_sm.safetensors"),
-    ) else {
-        return None;
-    };
-    let m = gpu(p)?;
-    let (ob, ib) = (std::fs::read(outp).unwrap(), std::fs::read(inp).unwrap());
-    let (out, inp) = (
-        SafeTensors::deserialize(&ob).unwrap(),
-        SafeTensors::deserialize(&ib).unwrap(),
-    );
-    let be = m.backend();
-    let emb = m
-        .embed_image_host(&f32s(&inp, "zoom_out_image"), 1)
-        .unwrap();
-    let ids: Vec<u32> = i64s(&out, "text_input_ids")
-        .iter()
-        .map(|&t| t as u32)
-        .collect();
-    let text = m.embed_text_ids(&ids).unwrap();
-    let b = f32s(&out, "box");
-    let prompt = Prompt {
-        geom: GeomPrompt {
-            bbox: Some([b[0], b[1], b[2], b[3], b[4], b[5]]),
-            points: vec![],
-        },
-        text: Some(text.clone()),
-    };
-    let lowres = m
-        .decode_lowres(&emb, 0, std::slice::from_ref(&prompt))
-        .unwrap();
-    let logits = be
-        .download(
-            &be.resize(&lowres, [32, 256, 256], Interp::Trilinear)
-                .unwrap(),
-        )
-        .unwrap();
-    Some(vec![
-        (
-            "encoder_tokens",
-            be.download(&emb.tokens).unwrap(),
-            f32s(&out, "encoder_tokens"),
-        ),
-        ("text_embedding", text.0, f32s(&out, "text_embedding")),
-        (
-            "lowres_box_text",
-            be.download(&lowres).unwrap(),
-            f32s(&out, "lowres_box_text"),
-        ),
-        (
-            "logits_box_text_d14_18",
-            logits[14 * 65536..18 * 65536].to_vec(),
-            f32s(&out, "logits_box_text_d14_18"),
-        ),
-    ])
-}
-
+/// The CPU's parity walk (`tests/parity_default.rs`) on the GPU in f32,
+/// within the same bounds.
 #[test]
 fn cuda_f32_default_network_matches_the_reference() {
-    let Some(walk) = reference_walk(Precision::F32) else {
+    let Some(m) = gpu(Precision::F32) else {
         return;
     };
-    for (stage, got, want) in &walk {
-        // (max abs, rel L2): the CPU backend's bounds for the same case.
-        let (abs, rel) = match *stage {
-            "encoder_tokens" => (1e-4, 1e-5),
-            "text_embedding" => (1e-5, 1e-5),
-            _ => (2e-5, 2e-5),
-        };
-        check(&format!("{stage} (cuda f32)"), got, want, abs, rel);
-    }
+    let Some(walk) = walks::default_realct(&m) else {
+        return;
+    };
+    walks::check_f32(&walk, " (cuda f32)");
 }
 
-/// bf16 against the reference at each stage of the default network: how
-/// far the tensor-core precision drifts from PyTorch's float32. Bounds are
+/// bf16 against the reference at the main stages of the same walk: how far
+/// the tensor-core precision drifts from PyTorch's float32. Bounds are
 /// bf16's (8-bit mantissa: about 4e-3 per rounding, compounded over 12 ViT
 /// blocks and the decoder), not f32's.
 #[test]
 fn cuda_bf16_default_network_near_the_reference() {
-    let Some(walk) = reference_walk(Precision::Bf16) else {
+    let Some(m) = gpu(Precision::Bf16) else {
         return;
     };
-    for (stage, got, want) in &walk {
-        if *stage == "lowres_box_text" {
-            let flips = got
+    let Some(walk) = walks::default_realct(&m) else {
+        return;
+    };
+    for s in &walk.stages {
+        let name = s.name.as_str();
+        if !matches!(
+            name,
+            "encoder_tokens" | "text_embedding" | "lowres_box_text" | "logits_box_text_d14_18"
+        ) {
+            continue;
+        }
+        if name == "lowres_box_text" {
+            let flips = s
+                .got
                 .iter()
-                .zip(want)
+                .zip(&s.want)
                 .filter(|(a, b)| is_foreground(**a) != is_foreground(**b))
                 .count();
             println!(
                 "bf16 lowres mask: {flips} of {} voxels differ from the reference",
-                want.len()
+                s.want.len()
             );
         }
-        let rel = if stage.starts_with("encoder") || stage.starts_with("text") {
+        let rel = if name.starts_with("encoder") || name.starts_with("text") {
             3e-2
         } else {
             6e-2
         };
-        check(&format!("{stage} (cuda bf16)"), got, want, 1.0, rel);
+        check(&format!("{name} (cuda bf16)"), &s.got, &s.want, 1.0, rel);
     }
 }
 

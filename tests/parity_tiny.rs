@@ -1,12 +1,13 @@
 //! Parity with the reference on the fixtures' tiny config: every intermediate
-//! the fixture stores, for every prompt case (fixtures/README.md, "tiny/").
+//! the fixture stores, for every prompt case (`tests/fixtures/README.md`),
+//! on the CPU and, when a device is present, on the GPU in f32.
 
 mod common;
 
 use std::sync::Arc;
 
+use common::fixture;
 use common::golden::*;
-use common::{check, fixture};
 use safetensors::SafeTensors;
 use segvol::backend::cpu::CpuBackend;
 use segvol::backend::Backend;
@@ -40,10 +41,10 @@ fn channels_last(x: &[f32], c: usize) -> Vec<f32> {
     out
 }
 
-fn model() -> SegVol<CpuBackend> {
+fn model<B: Backend>(be: B) -> SegVol<B> {
     let cfg = ModelConfig::tiny();
     let ckpt = Arc::new(synth_checkpoint(&cfg).unwrap());
-    SegVol::load(CpuBackend::new(), ckpt, cfg).unwrap()
+    SegVol::load(be, ckpt, cfg).unwrap()
 }
 
 fn ids_until_eos(ids: &[i64]) -> Vec<u32> {
@@ -112,10 +113,38 @@ fn cases(inp: &SafeTensors, text: &TextEmbedding) -> Vec<(&'static str, Prompt)>
 
 #[test]
 fn parity_tiny_all_intermediates() {
+    all_intermediates(&model(CpuBackend::new()), "");
+}
+
+#[test]
+fn parity_tiny_batched_categories_match_single() {
+    batched_categories_match_single(&model(CpuBackend::new()), "");
+}
+
+/// The same walks on the GPU in f32, within the CPU's bounds.
+#[cfg(feature = "cuda")]
+#[test]
+fn parity_tiny_on_cuda_f32() {
+    use segvol::backend::cuda::{cuda_unavailable_reason, CudaBackend, Precision};
+    if let Some(why) = cuda_unavailable_reason() {
+        eprintln!("SKIP: no CUDA device ({why})");
+        return;
+    }
+    let be = CudaBackend::new(0, Precision::F32).expect("a CUDA device is present");
+    let m = model(be);
+    all_intermediates(&m, " (cuda f32)");
+    batched_categories_match_single(&m, " (cuda f32)");
+}
+
+/// Every intermediate the fixture stores, for every prompt case; `label`
+/// tells backends apart in the output.
+fn all_intermediates<B: Backend>(m: &SegVol<B>, label: &str) {
+    let check = |name: &str, got: &[f32], want: &[f32], max_abs: f64, rel_l2: f64| {
+        common::check(&format!("{name}{label}"), got, want, max_abs, rel_l2)
+    };
     let Some(fx) = load() else { return };
     let inp = SafeTensors::deserialize(&fx.inputs).unwrap();
     let out = SafeTensors::deserialize(&fx.outputs).unwrap();
-    let m = model();
     let be = m.backend();
     let c = 768;
 
@@ -194,7 +223,7 @@ fn parity_tiny_all_intermediates() {
         assert_eq!(
             row,
             m.prompt_encoder.no_mask_embed(),
-            "dense embedding is no_mask_embed everywhere"
+            "dense embedding is no_mask_embed everywhere{label}"
         );
     }
 
@@ -254,12 +283,15 @@ fn parity_tiny_all_intermediates() {
     }
 }
 
-#[test]
-fn parity_tiny_batched_categories_match_single() {
+/// All six prompt cases in one call equal the fixture's single-prompt
+/// results, and two identical prompts in one batch give identical logits.
+fn batched_categories_match_single<B: Backend>(m: &SegVol<B>, label: &str) {
+    let check = |name: &str, got: &[f32], want: &[f32], max_abs: f64, rel_l2: f64| {
+        common::check(&format!("{name}{label}"), got, want, max_abs, rel_l2)
+    };
     let Some(fx) = load() else { return };
     let inp = SafeTensors::deserialize(&fx.inputs).unwrap();
     let out = SafeTensors::deserialize(&fx.outputs).unwrap();
-    let m = model();
     let be = m.backend();
     let image = be
         .upload(&f32s(&inp, "image"), &[1, 1, 16, 64, 64])
@@ -290,5 +322,5 @@ fn parity_tiny_batched_categories_match_single() {
     let both = be
         .download(&m.decode_lowres(&emb, 0, &two).unwrap())
         .unwrap();
-    assert_eq!(both[..n], both[n..]);
+    assert_eq!(both[..n], both[n..], "two identical prompts{label}");
 }

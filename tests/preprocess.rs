@@ -11,7 +11,7 @@ use segvol::backend::interp::nearest_index;
 use segvol::backend::Interp;
 use segvol::io::nifti::read_ct;
 use segvol::pipeline::preprocess::preprocess;
-use segvol::pipeline::prompts::{Frame, FrameMap, UserBox};
+use segvol::pipeline::prompt_frames::{Frame, FrameMap, UserBox};
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -84,11 +84,7 @@ fn run_case(name: &str, ct_file: &str, label: Option<(&str, f32, bool)>) {
                 }
             }
         }
-        let text = format!(
-            "{},{},{},{},{},{}",
-            lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]
-        );
-        let ub: UserBox = text.parse().unwrap();
+        let ub = UserBox::new([lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]].map(|v| v as f64));
         let fm = FrameMap {
             dims,
             crop_start: pre.crop_start,
@@ -101,9 +97,17 @@ fn run_case(name: &str, ct_file: &str, label: Option<(&str, f32, bool)>) {
             .iter()
             .map(|&v| v as f32)
             .collect();
-        println!("{name}: GT box {text} -> zoom {zb:?}, reference {want:?}");
+        println!(
+            "{name}: GT box {} -> zoom {zb:?}, reference {want:?}",
+            ub.text
+        );
         if exact {
-            assert_eq!(zb.to_vec(), want, "GT box {text} in the zoom-out frame");
+            assert_eq!(
+                zb.to_vec(),
+                want,
+                "GT box {} in the zoom-out frame",
+                ub.text
+            );
         }
         for a in 0..3 {
             assert!(

@@ -88,7 +88,7 @@ fn fixture_pairs_through_builtin() {
     check_batch(&tok, &fx);
 }
 
-/// SPEC §6 reference ids; needs no fixture.
+/// The reference ids of docs/REFERENCE.md §6; needs no fixture.
 #[test]
 fn spec_examples_builtin() {
     let tok = ClipTokenizer::builtin().unwrap();

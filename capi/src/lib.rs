@@ -31,7 +31,7 @@ use std::sync::Arc;
 use segvol::api::{Engine, Options, Session};
 use segvol::backend::cpu::CpuBackend;
 use segvol::io::nifti::{probe_ct, CtVolume};
-use segvol::pipeline::prompts::Frame;
+use segvol::pipeline::prompt_frames::Frame;
 use segvol::pipeline::request::Request;
 use segvol::Error;
 

@@ -18,7 +18,7 @@ use segvol::api::{Engine, Options, Segmentation, Session as RsSession};
 use segvol::backend::cpu::CpuBackend;
 use segvol::io::affine::Affine;
 use segvol::io::nifti::{read_ct, CtVolume};
-use segvol::pipeline::prompts::Frame;
+use segvol::pipeline::prompt_frames::Frame;
 use segvol::pipeline::request::Request;
 use segvol::pipeline::zoom::Timings;
 

@@ -102,7 +102,7 @@ pub fn cuda_unavailable_reason() -> Option<String> {
 pub fn cuda_device_count() -> Result<usize> {
     #[cfg(feature = "cuda")]
     {
-        super::cuda::device::device_count()
+        super::cuda::driver_probe::device_count()
     }
     #[cfg(not(feature = "cuda"))]
     {
@@ -115,7 +115,7 @@ pub fn cuda_device_count() -> Result<usize> {
 fn blas_present() -> Result<()> {
     #[cfg(feature = "cuda")]
     {
-        super::cuda::device::blas_present()
+        super::cuda::driver_probe::blas_present()
     }
     #[cfg(not(feature = "cuda"))]
     {

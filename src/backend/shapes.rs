@@ -175,7 +175,7 @@ pub fn bmm_nt(xs: &[usize], ws: &[usize]) -> Result<(usize, usize, usize, usize)
 
 /// One `attention` operand `[B, len, width ≥ col + heads·head_dim]`: its row
 /// stride.
-pub fn attention_operand(
+fn attention_operand(
     sh: &[usize],
     col: usize,
     len: usize,
@@ -191,13 +191,30 @@ pub fn attention_operand(
 }
 
 /// The spec itself.
-pub fn attention_spec(s: &AttnSpec) -> Result<()> {
+fn attention_spec(s: &AttnSpec) -> Result<()> {
     check(!s.causal || s.q_len == s.kv_len, || {
         "causal attention needs q_len == kv_len".into()
     })?;
     check(s.kv_len > 0 || s.q_len == 0, || {
         format!("attention over zero keys: {s:?}")
     })
+}
+
+/// `attention`: the row strides of q, k and v (each operand checked, then
+/// the spec).
+pub fn attention(
+    q: (&[usize], usize),
+    k: (&[usize], usize),
+    v: (&[usize], usize),
+    s: &AttnSpec,
+) -> Result<[usize; 3]> {
+    let ld = [
+        attention_operand(q.0, q.1, s.q_len, s, "q")?,
+        attention_operand(k.0, k.1, s.kv_len, s, "k")?,
+        attention_operand(v.0, v.1, s.kv_len, s, "v")?,
+    ];
+    attention_spec(s)?;
+    Ok(ld)
 }
 
 /// `patch_embed`: (batch, image dims, tokens, channels).

@@ -20,7 +20,9 @@
 use std::path::{Path, PathBuf};
 
 use segvol::error::{Error, Result};
-use segvol::pipeline::prompts::Frame;
+use segvol::pipeline::prompt_frames::Frame;
+
+use super::prompt_args::{parse_box, parse_point};
 use segvol::pipeline::request::Request;
 
 const COLUMNS: [&str; 7] = ["input", "output", "text", "box", "point", "labels", "frame"];
@@ -101,11 +103,11 @@ fn row_request<'a>(cell: &dyn Fn(&str) -> Option<&'a str>, default: &Request) ->
             texts: list("text").into_iter().map(String::from).collect(),
             boxes: list("box")
                 .into_iter()
-                .map(str::parse)
+                .map(parse_box)
                 .collect::<Result<_>>()?,
             points: list("point")
                 .into_iter()
-                .map(str::parse)
+                .map(parse_point)
                 .collect::<Result<_>>()?,
             frame: default.frame,
             labels: Vec::new(),

@@ -11,6 +11,7 @@ mod eval;
 pub mod log;
 mod manifest;
 mod outputs;
+mod prompt_args;
 mod segment;
 #[cfg(feature = "serve")]
 mod serve;
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use segvol::error::Result;
-use segvol::pipeline::prompts::{Frame, UserBox, UserPoint};
+use segvol::pipeline::prompt_frames::{Frame, UserBox, UserPoint};
 use segvol::pipeline::zoom::PadMode;
 
 #[derive(Parser, Debug)]
@@ -86,7 +87,7 @@ pub enum ModeArg {
     /// padded zoom-in window gets the box where the image is.
     Fixed,
     /// Reproduces the reference exactly, including its slip: the prompt map
-    /// is not padded, so that box is shifted by the padding (SPEC §10.18).
+    /// is not padded, so that box is shifted by the padding
     Faithful,
 }
 
@@ -191,10 +192,10 @@ pub struct SegmentArgs {
     #[arg(long = "text")]
     pub texts: Vec<String>,
     /// A box i0,j0,k0,i1,j1,k1 (two opposite corners, inclusive; repeatable).
-    #[arg(long = "box", allow_hyphen_values = true)]
+    #[arg(long = "box", allow_hyphen_values = true, value_parser = prompt_args::parse_box)]
     pub boxes: Vec<UserBox>,
     /// A click i,j,k[,label] with label 1 (positive, default) or 0 (repeatable).
-    #[arg(long = "point", allow_hyphen_values = true)]
+    #[arg(long = "point", allow_hyphen_values = true, value_parser = prompt_args::parse_point)]
     pub points: Vec<UserPoint>,
     #[arg(long, value_enum, default_value = "voxel")]
     pub frame: FrameArg,

@@ -1,4 +1,4 @@
-//! MONAI 0.9.0's ViT as SegVol builds it (SPEC.md §2.1): perceptron patch
+//! MONAI 0.9.0's ViT as SegVol builds it (docs/REFERENCE.md §2.1): perceptron patch
 //! embedding, learned position embedding, pre-norm blocks with a bias-free
 //! packed qkv projection, exact-erf GELU MLP, and a final LayerNorm. No CLS
 //! token. Output: tokens `[B, N, C]` in D-major raster order.

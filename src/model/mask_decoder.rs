@@ -1,4 +1,4 @@
-//! SAM's mask decoder in 3-D as SegVol builds it (SPEC.md §2.4): a two-way
+//! SAM's mask decoder in 3-D as SegVol builds it (docs/REFERENCE.md §2.4): a two-way
 //! transformer between prompt tokens and image tokens, transposed-conv
 //! upscaling with a LayerNorm over the whole (C, D, H, W) feature, and the
 //! hypernetwork readout plus SegVol's text-similarity term.

@@ -1,5 +1,5 @@
-//! SAM's prompt encoder as SegVol uses it in 3-D (SPEC.md §2.3, §10 items
-//! 2-3). It works on a handful of tokens, so it runs on the host in f32,
+//! SAM's prompt encoder as SegVol uses it in 3-D (docs/REFERENCE.md §2.3: the
+//! sparse normalisation and the dense PE's component order). It works on a handful of tokens, so it runs on the host in f32,
 //! following PyTorch's operation order.
 //!
 //! Two quirks are reproduced on purpose because the weights depend on them:

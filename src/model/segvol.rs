@@ -1,4 +1,4 @@
-//! The SegVol wrapper (SPEC.md §2.5), split the way interactive use needs
+//! The SegVol wrapper (docs/REFERENCE.md §2.5), split the way interactive use needs
 //! it: the image embedding (the expensive ViT pass) is computed once and
 //! reused by any number of cheap decoder calls; text embeddings are values
 //! the caller can cache per name.

@@ -1,4 +1,4 @@
-//! SegVol's text tower (SPEC.md §2.2): transformers' `CLIPTextModel` with the
+//! SegVol's text tower (docs/REFERENCE.md §2.2): transformers' `CLIPTextModel` with the
 //! default config (12 pre-LN layers, causal attention, quick_gelu), pooled at
 //! the first EOS token (the largest id), then `dim_align` 512 → 768. There is
 //! no text projection.

@@ -1,5 +1,5 @@
 //! The CLIP ViT-B/32 BPE tokenizer that turns category names into text-encoder
-//! input ids (SPEC §6).
+//! input ids (docs/REFERENCE.md §6).
 //!
 //! Two sources give the same tokenizer: a checkpoint's `tokenizer.json` (what
 //! the reference loads with `AutoTokenizer`), or the OpenAI merge list shipped
@@ -149,13 +149,6 @@ impl ClipTokenizer {
             return Self::from_file(&candidate);
         }
         Self::builtin()
-    }
-
-    /// Limits sequences to `max_len` positions (the text encoder's position
-    /// table); 77 unless changed.
-    pub fn with_max_len(mut self, max_len: usize) -> Self {
-        self.max_len = max_len;
-        self
     }
 
     pub fn max_len(&self) -> usize {

@@ -1,4 +1,4 @@
-//! Results back in the CT's own geometry (SPEC.md §4 post-processing): the
+//! Results back in the CT's own geometry (docs/REFERENCE.md §4, writing back): the
 //! cropped-frame logits are pasted into the full volume, zero outside the
 //! foreground crop. A NIfTI array in file order is the C-order (D, H, W)
 //! array, so the reference's inverse axis swap is the identity here.

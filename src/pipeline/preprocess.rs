@@ -1,4 +1,4 @@
-//! The reference preprocessing (SPEC.md §4): foreground intensity clip,
+//! The reference preprocessing (docs/REFERENCE.md §4): foreground intensity clip,
 //! min-max to [0, 1], the (i,j,k) → (D,H,W) axis swap, foreground crop, and
 //! the `nearest-exact` zoom-out resize.
 //!
@@ -216,7 +216,7 @@ pub fn preprocess(
         )
     })?;
     // Clip, z-score and min-max reduce to (clip(v, lo, hi) − lo)/(hi − lo);
-    // the z-score cancels (SPEC.md §4 step 5).
+    // the z-score cancels (docs/REFERENCE.md §4 step 4).
     let range = (hi - lo).max(1e-8);
     let cd = [0, 1, 2].map(|a| crop_end[a] - crop_start[a]);
     let [_, h, w] = dims;

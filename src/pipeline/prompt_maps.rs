@@ -1,4 +1,4 @@
-//! The reference's prompt maps (SPEC.md §5 A, C, F4): the user's box as a
+//! The reference's prompt maps (docs/REFERENCE.md §5 A, C, E–F): the user's box as a
 //! binary cube and positive points as a binary point map, built in the
 //! zoom-out frame and resized to the cropped frame with legacy `nearest`,
 //! then read inside each zoom-in window.

@@ -8,7 +8,7 @@
 //! with several.
 
 use super::preprocess::Preprocessed;
-use super::prompts::{Frame, FrameMap, UserBox, UserPoint};
+use super::prompt_frames::{Frame, FrameMap, UserBox, UserPoint};
 use super::zoom::CategoryPrompt;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -163,8 +163,10 @@ mod tests {
     fn req(t: usize, b: usize, p: usize) -> Request {
         Request {
             texts: (0..t).map(|i| format!("organ{i}")).collect(),
-            boxes: (0..b).map(|_| "0,0,0,1,1,1".parse().unwrap()).collect(),
-            points: (0..p).map(|_| "1,1,1".parse().unwrap()).collect(),
+            boxes: (0..b)
+                .map(|_| UserBox::new([0.0, 0.0, 0.0, 1.0, 1.0, 1.0]))
+                .collect(),
+            points: (0..p).map(|_| UserPoint::new([1.0; 3], true)).collect(),
             ..Default::default()
         }
     }

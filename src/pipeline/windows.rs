@@ -1,4 +1,4 @@
-//! Geometry of the zoom-in stage (SPEC.md §5 D-F): the ROI rule, the
+//! Geometry of the zoom-in stage (docs/REFERENCE.md §5 D–F): the ROI rule, the
 //! sliding-window padding, scan interval and window starts (MONAI 0.9.0's
 //! `dense_patch_slices`), and bounding boxes inside windows.
 

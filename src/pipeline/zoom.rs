@@ -1,4 +1,4 @@
-//! Zoom-out-zoom-in inference (SPEC.md §5), with the work the reference
+//! Zoom-out-zoom-in inference (docs/REFERENCE.md §5), with the work the reference
 //! repeats done once: the zoom-out image embedding is shared by every
 //! category, each zoom-in window's embedding is cached and shared by every
 //! category whose ROI places a window at the same spot, and windows go
@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::model::{GeomPrompt, ImageEmbedding, Prompt, SegVol, TextEmbedding};
 
 /// How the zoom-in stage treats the reference's prompt-map padding slip
-/// (SPEC.md §10 item 18).
+/// (docs/REFERENCE.md §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PadMode {
     /// The prompt map is padded like the window image, so a single padded
@@ -263,7 +263,7 @@ impl<'m, B: Backend> Segmenter<'m, B> {
     }
 
     /// Zoom-out logits of each category, `nearest`-resized to the cropped
-    /// frame (SPEC.md §5 B-C).
+    /// frame (docs/REFERENCE.md §5 B–C).
     pub fn zoom_out_logits(
         &mut self,
         pre: &Preprocessed,

@@ -1,5 +1,5 @@
 //! The state dict SegVol's reference code builds, for a given config
-//! (SPEC.md §3.2): every floating-point tensor with its shape, in state-dict
+//! (docs/REFERENCE.md §3): every floating-point tensor with its shape, in state-dict
 //! order. Names carry no `model.` / `module.` prefix.
 
 use crate::config::ModelConfig;
@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(count("prompt_encoder."), 17);
         assert_eq!(count("text_encoder."), 198);
         let params: usize = t.iter().map(|e| e.shape.iter().product::<usize>()).sum();
-        // SPEC §2.7: 180,891,216 values.
+        // docs/REFERENCE.md §2.6: 180,891,216 values.
         assert_eq!(params, 180_891_216);
         let ie: usize = t
             .iter()

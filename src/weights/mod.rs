@@ -31,6 +31,8 @@ use crate::error::{Error, Result};
 /// Shared, immutable bytes: a memory map or an owned buffer.
 pub type Blob = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
+/// Element type of a checkpoint tensor as stored in the file (what the CUDA
+/// backend computes in is `backend::cuda::StorageType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F64,

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod dicom_gen;
 pub mod gen;
+pub mod walks;
 
 use std::path::PathBuf;
 

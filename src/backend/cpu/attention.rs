@@ -9,7 +9,10 @@ use rayon::prelude::*;
 use super::gemm::{sgemm_serial, MatRef};
 use super::simd;
 use super::simd::exp_scalar;
-use crate::backend::AttnSpec;
+use super::tensor::scratch;
+use super::{CpuBackend, CpuTensor};
+use crate::backend::{AttnOperand, AttnSpec};
+use crate::error::Result;
 
 /// Query rows per task and keys per streamed block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,9 +40,42 @@ pub struct Operand<'a> {
     pub col: usize,
 }
 
-/// Writes `out [B, q_len, heads·head_dim]`.
-pub fn attention(q: Operand<'_>, k: Operand<'_>, v: Operand<'_>, s: &AttnSpec, out: &mut [f32]) {
-    attention_tiled(q, k, v, s, Tiling::DEFAULT, out)
+/// `Backend::attention` on the CPU, given the operands' row strides
+/// (`shapes::attention`): the AVX-512 fused kernel where it applies
+/// (non-causal, CPU support), else the tiled kernel below.
+pub(super) fn attention(
+    be: &CpuBackend,
+    ld: [usize; 3],
+    q: AttnOperand<'_, CpuTensor>,
+    k: AttnOperand<'_, CpuTensor>,
+    v: AttnOperand<'_, CpuTensor>,
+    s: &AttnSpec,
+) -> Result<CpuTensor> {
+    let width = s.heads * s.head_dim;
+    fn op<'t>(o: &AttnOperand<'t, CpuTensor>, ld: usize) -> Operand<'t> {
+        Operand {
+            data: o.t.data(),
+            ld,
+            col: o.col,
+        }
+    }
+    let (qo, ko, vo) = (op(&q, ld[0]), op(&k, ld[1]), op(&v, ld[2]));
+    let mut out = scratch(s.batch * s.q_len * width);
+    be.run(|| {
+        #[cfg(segvol_avx512)]
+        if !s.causal && super::attention_avx512::supported() {
+            return super::attention_avx512::attention(
+                qo,
+                ko,
+                vo,
+                s,
+                super::attention_avx512::FusedTiling::DEFAULT,
+                &mut out,
+            );
+        }
+        attention_tiled(qo, ko, vo, s, Tiling::DEFAULT, &mut out)
+    });
+    CpuTensor::from_vec(out, &[s.batch, s.q_len, width])
 }
 
 /// A task's working memory, reused across the tasks a worker runs.
@@ -51,7 +87,7 @@ struct Scratch {
     scores: Vec<f32>,
 }
 
-/// [`attention`] with explicit block sizes.
+/// Attention into `out [B, q_len, heads·head_dim]` with explicit block sizes.
 pub fn attention_tiled(
     q: Operand<'_>,
     k: Operand<'_>,
@@ -272,6 +308,13 @@ mod tests {
                 )
             };
             let want = naive(&q, &k, &v, &s, ld, ld, ld, cols[0], cols[1], cols[2]);
+            let operands = || {
+                [0, 1, 2].map(|i| Operand {
+                    data: [&q, &k, &v][i],
+                    ld,
+                    col: cols[i],
+                })
+            };
             // The default blocks, blocks that do not divide the lengths, and
             // blocks larger than them.
             for tiling in [
@@ -290,26 +333,8 @@ mod tests {
                 },
             ] {
                 let mut out = vec![f32::NAN; batch * q_len * w];
-                attention_tiled(
-                    Operand {
-                        data: &q,
-                        ld,
-                        col: cols[0],
-                    },
-                    Operand {
-                        data: &k,
-                        ld,
-                        col: cols[1],
-                    },
-                    Operand {
-                        data: &v,
-                        ld,
-                        col: cols[2],
-                    },
-                    &s,
-                    tiling,
-                    &mut out,
-                );
+                let [qo, ko, vo] = operands();
+                attention_tiled(qo, ko, vo, &s, tiling, &mut out);
                 check(&out, &want, &format!("{tiling:?}"));
             }
             #[cfg(segvol_avx512)]

@@ -5,24 +5,25 @@
 pub mod attention;
 #[cfg(segvol_avx512)]
 pub mod attention_avx512;
+mod conv_transpose;
+mod elementwise;
 pub mod gemm;
-pub mod norm;
+mod layer_norm;
+mod linear;
+mod memory;
+mod patch_embed;
+mod resize;
 pub mod simd;
 pub mod tensor;
-pub mod volume;
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 pub use tensor::CpuTensor;
 
-use crate::backend::interp;
-use crate::backend::shapes::{self, numel};
+use crate::backend::shapes;
 use crate::backend::{Activation, AttnOperand, AttnSpec, Backend, Interp};
 use crate::error::{Error, Result};
 use crate::weights::WeightView;
-use gemm::MatRef;
 
 /// A raw output pointer shared by parallel tasks that each write a disjoint
 /// part of the buffer (the callers' SAFETY comments say which part).
@@ -74,6 +75,8 @@ impl CpuBackend {
     }
 }
 
+/// Every op checks its shapes (`backend::shapes`, shared with the CUDA
+/// backend, so both give the same error text) and calls its family's module.
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
 
@@ -83,9 +86,7 @@ impl Backend for CpuBackend {
 
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<CpuTensor> {
         shapes::upload(data.len(), shape)?;
-        let mut v = tensor::scratch(data.len());
-        v.copy_from_slice(data);
-        CpuTensor::from_vec(v, shape)
+        memory::upload(data, shape)
     }
 
     fn download(&self, t: &CpuTensor) -> Result<Vec<f32>> {
@@ -93,15 +94,8 @@ impl Backend for CpuBackend {
     }
 
     fn download_box(&self, t: &CpuTensor, start: [usize; 3], len: [usize; 3]) -> Result<Vec<f32>> {
-        let [_, h, w] = shapes::download_box(t.shape(), start, len)?;
-        let mut out = Vec::with_capacity(len.iter().product());
-        for d in start[0]..start[0] + len[0] {
-            for y in start[1]..start[1] + len[1] {
-                let row = (d * h + y) * w + start[2];
-                out.extend_from_slice(&t.data()[row..row + len[2]]);
-            }
-        }
-        Ok(out)
+        let dims = shapes::download_box(t.shape(), start, len)?;
+        Ok(memory::download_box(t, dims, start, len))
     }
 
     fn shape<'a>(&self, t: &'a CpuTensor) -> &'a [usize] {
@@ -128,40 +122,22 @@ impl Backend for CpuBackend {
 
     fn repeat_batch(&self, x: &CpuTensor, n: usize) -> Result<CpuTensor> {
         let s = shapes::repeat_batch(x.shape(), n)?;
-        let item = numel(&x.shape()[1..]);
-        let mut out = Vec::with_capacity(x.len() * n);
-        for it in x.data().chunks(item.max(1)) {
-            for _ in 0..n {
-                out.extend_from_slice(it);
-            }
-        }
-        CpuTensor::from_vec(out, &s)
+        memory::repeat_batch(&s, x, n)
     }
 
     fn slice_batch(&self, x: &CpuTensor, start: usize, len: usize) -> Result<CpuTensor> {
         let s = shapes::slice_batch(x.shape(), start, len)?;
-        let item = numel(&s[1..]);
-        let mut v = tensor::scratch(len * item);
-        v.copy_from_slice(&x.data()[start * item..(start + len) * item]);
-        CpuTensor::from_vec(v, &s)
+        memory::slice_batch(&s, x, start, len)
     }
 
     fn concat_batch(&self, xs: &[&CpuTensor]) -> Result<CpuTensor> {
         let s = shapes::concat_batch(&xs.iter().map(|x| x.shape()).collect::<Vec<_>>())?;
-        let mut out = Vec::with_capacity(numel(&s));
-        for x in xs {
-            out.extend_from_slice(x.data());
-        }
-        CpuTensor::from_vec(out, &s)
+        memory::concat_batch(&s, xs)
     }
 
     fn narrow_rows(&self, x: &CpuTensor, start: usize, len: usize) -> Result<CpuTensor> {
-        let (b, n, c) = shapes::narrow_rows(x.shape(), start, len)?;
-        let mut out = Vec::with_capacity(b * len * c);
-        for bi in 0..b {
-            out.extend_from_slice(&x.data()[(bi * n + start) * c..(bi * n + start + len) * c]);
-        }
-        CpuTensor::from_vec(out, &[b, len, c])
+        let bnc = shapes::narrow_rows(x.shape(), start, len)?;
+        memory::narrow_rows(bnc, x, start, len)
     }
 
     fn linear(
@@ -172,114 +148,29 @@ impl Backend for CpuBackend {
         act: Activation,
         residual: Option<&CpuTensor>,
     ) -> Result<CpuTensor> {
-        let (m, k, n, shape) = shapes::linear(
+        let dims = shapes::linear(
             x.shape(),
             w.shape(),
             b.map(|b| b.shape()),
             act,
             residual.map(|r| r.shape()),
         )?;
-        let bias = b.map(|b| b.data());
-        let out = self.run(|| {
-            // Fully written: by the product (beta = 0) or by `init`.
-            let mut out = tensor::scratch(m * n);
-            // Both hooks run per block of rows, next to that block's product,
-            // so C is touched while it is in cache: with a residual, C starts
-            // as residual + bias and the product accumulates into it;
-            // otherwise bias and activation follow the product.
-            let init = |r0: usize, c: &mut [f32]| {
-                let r = &residual.expect("init only with a residual").data()[r0 * n..];
-                for (o, r) in c.chunks_mut(n).zip(r.chunks(n)) {
-                    o.copy_from_slice(r);
-                    if let Some(b) = bias {
-                        simd::bias_act_inplace(o, Some(b), Activation::None);
-                    }
-                }
-            };
-            let epilogue = |_r0: usize, c: &mut [f32]| {
-                for row in c.chunks_mut(n) {
-                    simd::bias_act_inplace(row, bias, act);
-                }
-            };
-            let (beta, pre, post): (f32, Option<gemm::RowsFn<'_>>, Option<gemm::RowsFn<'_>>) =
-                match residual {
-                    Some(_) => (1.0, Some(&init), None),
-                    None if bias.is_some() || act != Activation::None => {
-                        (0.0, None, Some(&epilogue))
-                    }
-                    None => (0.0, None, None),
-                };
-            gemm::sgemm_fused(
-                m,
-                k,
-                n,
-                MatRef::rows(x.data(), 0, k),
-                MatRef::transposed(w.data(), 0, k),
-                beta,
-                &mut out,
-                n,
-                pre,
-                post,
-            );
-            out
-        });
-        CpuTensor::from_vec(out, &shape)
+        linear::linear(self, dims, x, w, b, act, residual)
     }
 
     fn bmm_nt(&self, x: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {
-        let (bn, m, k, n) = shapes::bmm_nt(x.shape(), w.shape())?;
-        let out = self.run(|| {
-            let mut out = tensor::scratch(bn * m * n);
-            for (bi, o) in out.chunks_mut(m * n).enumerate() {
-                gemm::sgemm(
-                    m,
-                    k,
-                    n,
-                    MatRef::rows(x.data(), bi * m * k, k),
-                    MatRef::transposed(w.data(), bi * n * k, k),
-                    0.0,
-                    o,
-                    n,
-                );
-            }
-            out
-        });
-        CpuTensor::from_vec(out, &[bn, m, n])
+        let dims = shapes::bmm_nt(x.shape(), w.shape())?;
+        linear::bmm_nt(self, dims, x, w)
     }
 
     fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         shapes::add(a.shape(), b.shape())?;
-        let out = self.run(|| {
-            let mut out = tensor::scratch(a.len());
-            out.par_chunks_mut(1 << 14)
-                .zip(a.data().par_chunks(1 << 14))
-                .zip(b.data().par_chunks(1 << 14))
-                .for_each(|((o, a), b)| {
-                    for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
-                        *o = a + b;
-                    }
-                });
-            out
-        });
-        CpuTensor::from_vec(out, a.shape())
+        elementwise::add(self, a, b)
     }
 
     fn add_broadcast(&self, x: &CpuTensor, v: &CpuTensor) -> Result<CpuTensor> {
-        let xs = x.shape();
-        shapes::add_broadcast(xs, v.shape())?;
-        let n = v.len();
-        let out = self.run(|| {
-            let mut out = tensor::scratch(x.len());
-            out.par_chunks_mut(n)
-                .zip(x.data().par_chunks(n))
-                .for_each(|(o, x)| {
-                    for ((o, x), v) in o.iter_mut().zip(x).zip(v.data()) {
-                        *o = x + v;
-                    }
-                });
-            out
-        });
-        CpuTensor::from_vec(out, xs)
+        shapes::add_broadcast(x.shape(), v.shape())?;
+        elementwise::add_broadcast(self, x, v)
     }
 
     fn layer_norm(
@@ -290,9 +181,7 @@ impl Backend for CpuBackend {
         eps: f32,
     ) -> Result<CpuTensor> {
         shapes::layer_norm(x.shape(), w.shape(), b.shape())?;
-        let mut out = tensor::scratch(x.len());
-        self.run(|| norm::layer_norm_rows(x.data(), w.data(), b.data(), eps, &mut out));
-        CpuTensor::from_vec(out, x.shape())
+        layer_norm::layer_norm(self, x, w, b, eps)
     }
 
     fn layer_norm_item(
@@ -304,13 +193,7 @@ impl Backend for CpuBackend {
         act: Activation,
     ) -> Result<CpuTensor> {
         let item = shapes::layer_norm_item(x.shape(), w.shape(), b.shape())?;
-        let mut out = tensor::scratch(x.len());
-        self.run(|| {
-            for (o, xi) in out.chunks_mut(item).zip(x.data().chunks(item)) {
-                norm::layer_norm_item(xi, w.data(), b.data(), eps, act, o);
-            }
-        });
-        CpuTensor::from_vec(out, x.shape())
+        layer_norm::layer_norm_item(self, item, x, w, b, eps, act)
     }
 
     fn attention(
@@ -318,44 +201,15 @@ impl Backend for CpuBackend {
         q: AttnOperand<'_, CpuTensor>,
         k: AttnOperand<'_, CpuTensor>,
         v: AttnOperand<'_, CpuTensor>,
-        s: &AttnSpec,
+        spec: &AttnSpec,
     ) -> Result<CpuTensor> {
-        let width = s.heads * s.head_dim;
-        fn op<'t>(
-            o: &AttnOperand<'t, CpuTensor>,
-            len: usize,
-            s: &AttnSpec,
-            what: &str,
-        ) -> Result<attention::Operand<'t>> {
-            let ld = shapes::attention_operand(o.t.shape(), o.col, len, s, what)?;
-            Ok(attention::Operand {
-                data: o.t.data(),
-                ld,
-                col: o.col,
-            })
-        }
-        let (qo, ko, vo) = (
-            op(&q, s.q_len, s, "q")?,
-            op(&k, s.kv_len, s, "k")?,
-            op(&v, s.kv_len, s, "v")?,
-        );
-        shapes::attention_spec(s)?;
-        let mut out = tensor::scratch(s.batch * s.q_len * width);
-        self.run(|| {
-            #[cfg(segvol_avx512)]
-            if !s.causal && attention_avx512::supported() {
-                return attention_avx512::attention(
-                    qo,
-                    ko,
-                    vo,
-                    s,
-                    attention_avx512::FusedTiling::DEFAULT,
-                    &mut out,
-                );
-            }
-            attention::attention(qo, ko, vo, s, &mut out)
-        });
-        CpuTensor::from_vec(out, &[s.batch, s.q_len, width])
+        let ld = shapes::attention(
+            (q.t.shape(), q.col),
+            (k.t.shape(), k.col),
+            (v.t.shape(), v.col),
+            spec,
+        )?;
+        attention::attention(self, ld, q, k, v, spec)
     }
 
     fn patch_embed(
@@ -366,22 +220,8 @@ impl Backend for CpuBackend {
         pos: &CpuTensor,
         patch: [usize; 3],
     ) -> Result<CpuTensor> {
-        let (batch, dims, n, c) =
-            shapes::patch_embed(image.shape(), w.shape(), b.len(), pos.len(), patch)?;
-        let mut out = tensor::scratch(batch * n * c);
-        self.run(|| {
-            volume::patch_embed(
-                image.data(),
-                dims,
-                batch,
-                w.data(),
-                b.data(),
-                pos.data(),
-                patch,
-                &mut out,
-            )
-        });
-        CpuTensor::from_vec(out, &[batch, n, c])
+        let dims = shapes::patch_embed(image.shape(), w.shape(), b.len(), pos.len(), patch)?;
+        patch_embed::patch_embed(self, dims, image, w, b, pos, patch)
     }
 
     fn conv_transpose_k2s2(
@@ -392,30 +232,13 @@ impl Backend for CpuBackend {
         b: &CpuTensor,
         act: Activation,
     ) -> Result<CpuTensor> {
-        let (batch, voxels, cin, cout) =
-            shapes::conv_transpose(x.shape(), grid, w.shape(), b.len())?;
-        let mut out = tensor::scratch(batch * 8 * voxels * cout);
-        self.run(|| {
-            volume::conv_transpose_k2s2(
-                x.data(),
-                batch,
-                grid,
-                cin,
-                w.data(),
-                b.data(),
-                act,
-                &mut out,
-            )
-        });
-        CpuTensor::from_vec(out, &[batch, 8 * voxels, cout])
+        let dims = shapes::conv_transpose(x.shape(), grid, w.shape(), b.len())?;
+        conv_transpose::conv_transpose_k2s2(self, dims, x, grid, w, b, act)
     }
 
     fn resize(&self, x: &CpuTensor, out: [usize; 3], mode: Interp) -> Result<CpuTensor> {
-        let s = x.shape();
-        let (planes, inp) = shapes::resize(s, out)?;
-        let mut o = tensor::scratch(planes * numel(&out));
-        self.run(|| interp::resize(x.data(), planes, inp, out, mode, &mut o));
-        CpuTensor::from_vec(o, &[s[0], s[1], out[0], out[1], out[2]])
+        let dims = shapes::resize(x.shape(), out)?;
+        resize::resize(self, dims, x, out, mode)
     }
 }
 
@@ -424,14 +247,10 @@ mod tests {
     use super::*;
 
     fn rnd(cpu: &CpuBackend, shape: &[usize], seed: u64) -> CpuTensor {
-        let v = crate::test_data::uniform(numel(shape), seed, -0.5, 0.5);
+        let v = crate::test_data::uniform(shapes::numel(shape), seed, -0.5, 0.5);
         cpu.upload(&v, shape).unwrap()
     }
 
-    /// Output buffers come from the recycling pool with arbitrary contents:
-    /// every op must overwrite all of its output. Runs each op, fills the pool
-    /// with NaN buffers of the output's size, runs it again and wants the
-    /// same bits.
     /// The box of a [1, D, H, W] volume, element by element, and the
     /// refusals (outside the volume, a batch of two).
     #[test]
@@ -456,6 +275,10 @@ mod tests {
         assert!(cpu.download_box(&two, [0; 3], [1; 3]).is_err());
     }
 
+    /// Output buffers come from the recycling pool with arbitrary contents:
+    /// every op must overwrite all of its output. Runs each op, fills the pool
+    /// with NaN buffers of the output's size, runs it again and wants the
+    /// same bits.
     #[test]
     fn ops_overwrite_recycled_buffers() {
         let cpu = CpuBackend::with_threads(2).unwrap();

@@ -22,7 +22,7 @@ use cudarc::cublaslt::result as ltr;
 use cudarc::cublaslt::sys as ltsys;
 use cudarc::driver::{CudaSlice, CudaStream};
 
-use super::tensor::DType;
+use super::tensor::StorageType;
 use crate::error::{Error, Result};
 
 /// One product in the row-major terms above. Pointers are device
@@ -41,6 +41,26 @@ pub struct Gemm {
     pub stride_x: usize,
     pub stride_w: usize,
     pub stride_out: usize,
+}
+
+impl Gemm {
+    /// One (unbatched) product `out[m, n] = x[m, k] · op(w)`, w `[N, K]`
+    /// when `w_nk`, else `[K, N]`.
+    pub fn single(m: usize, n: usize, k: usize, w_nk: bool, x: u64, w: u64, out: u64) -> Self {
+        Gemm {
+            m,
+            n,
+            k,
+            w_nk,
+            x,
+            w,
+            out,
+            batch: 1,
+            stride_x: 0,
+            stride_w: 0,
+            stride_out: 0,
+        }
+    }
 }
 
 /// What cuBLASLt may fuse after the product.
@@ -118,7 +138,7 @@ impl Blas {
     }
 
     /// Plain product through cuBLAS, no epilogue.
-    pub fn gemm(&mut self, g: &Gemm, dtype: DType) -> Result<()> {
+    pub fn gemm(&mut self, g: &Gemm, dtype: StorageType) -> Result<()> {
         let h = *self.cublas.handle();
         let (m, n, k) = (int(g.n, "N")?, int(g.m, "M")?, int(g.k, "K")?);
         let (transa, lda) = if g.w_nk {
@@ -131,7 +151,7 @@ impl Blas {
         let (alpha, beta) = (1f32, 0f32);
         let r = unsafe {
             match (dtype, g.batch > 1) {
-                (DType::F32, false) => cudarc::cublas::result::sgemm(
+                (StorageType::F32, false) => cudarc::cublas::result::sgemm(
                     h,
                     transa,
                     transb,
@@ -147,7 +167,7 @@ impl Blas {
                     g.out as *mut f32,
                     ldc,
                 ),
-                (DType::F32, true) => cudarc::cublas::result::sgemm_strided_batched(
+                (StorageType::F32, true) => cudarc::cublas::result::sgemm_strided_batched(
                     h,
                     transa,
                     transb,
@@ -167,7 +187,7 @@ impl Blas {
                     g.stride_out as i64,
                     int(g.batch, "batch")?,
                 ),
-                (DType::Bf16, false) => cudarc::cublas::result::gemm_ex(
+                (StorageType::Bf16, false) => cudarc::cublas::result::gemm_ex(
                     h,
                     transa,
                     transb,
@@ -188,7 +208,7 @@ impl Blas {
                     bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
                     bsys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
                 ),
-                (DType::Bf16, true) => cudarc::cublas::result::gemm_strided_batched_ex(
+                (StorageType::Bf16, true) => cudarc::cublas::result::gemm_strided_batched_ex(
                     h,
                     transa,
                     transb,

@@ -233,6 +233,98 @@ fn finish(
     Ok(Kernels { funcs, origin })
 }
 
+/// The `extern "C"` entry points a kernel source defines: written out, or
+/// made by a `#define` whose body pastes its parameters into the name
+/// (`attn_mma_##D##_##NW(`) and instantiated on a line of its own
+/// (`ATTN_MMA(64, 4)`). Enough C preprocessing for `kernels/*.cu`, so the
+/// names the host launches can be checked without a CUDA compiler.
+#[cfg(test)]
+pub(super) fn cu_entries(src: &str) -> std::collections::BTreeSet<String> {
+    use std::collections::{BTreeSet, HashMap};
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    // The name after `void` (past an optional `__launch_bounds__(...)`).
+    let name_after_void = |rest: &str| -> Option<String> {
+        let mut rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix("__launch_bounds__") {
+            let mut depth = 0;
+            let end = r.char_indices().find_map(|(i, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                None
+            })?;
+            rest = r[end..].trim_start();
+        }
+        let end = rest.find(|c: char| !(ident(c) || c == '#'))?;
+        Some(rest[..end].to_string())
+    };
+    let entries_in = |text: &str| -> Vec<String> {
+        text.match_indices("extern \"C\"")
+            .filter_map(|(i, _)| {
+                let after = &text[i..];
+                let v = after.find("void")?;
+                name_after_void(&after[v + 4..])
+            })
+            .collect()
+    };
+    // Logical lines: backslash continuations joined.
+    let logical = src.replace("\\\n", " ");
+    let mut macros: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
+    let mut plain = String::new();
+    let mut found = BTreeSet::new();
+    for line in logical.lines() {
+        let t = line.trim();
+        if let Some(def) = t.strip_prefix("#define ") {
+            let Some(open) = def.find('(') else { continue };
+            let Some(close) = def.find(')') else { continue };
+            let name = def[..open].to_string();
+            if !name.chars().all(ident) {
+                continue;
+            }
+            let params = def[open + 1..close]
+                .split(',')
+                .map(|p| p.trim().to_string());
+            let templates = entries_in(&def[close + 1..]);
+            if !templates.is_empty() {
+                macros.insert(name, (params.collect(), templates));
+            }
+            continue;
+        }
+        let call = t.split_once('(').and_then(|(name, rest)| {
+            let args = rest.trim_end().trim_end_matches(';').strip_suffix(')')?;
+            Some((macros.get(name.trim())?, args))
+        });
+        match call {
+            Some(((params, templates), args)) => {
+                let args: Vec<&str> = args.split(',').map(str::trim).collect();
+                for tpl in templates {
+                    let name: String = tpl
+                        .split("##")
+                        .map(|part| match params.iter().position(|p| p == part) {
+                            Some(i) => args.get(i).copied().unwrap_or(part),
+                            None => part,
+                        })
+                        .collect();
+                    found.insert(name);
+                }
+            }
+            None => {
+                plain.push_str(line);
+                plain.push('\n');
+            }
+        }
+    }
+    found.extend(entries_in(&plain));
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +350,13 @@ mod tests {
     }
 
     #[test]
+    fn cu_entries_expands_pasting_macros() {
+        let src = "#define K(T, N) \\\n  extern \"C\" __global__ void __launch_bounds__(32 * N, M(N)) k_##T##_##N( \\\n  int x) {}\nK(f32, 4)\nK(bf16, 1)\nextern \"C\" __global__ void __launch_bounds__(256)\n    plain_f32(int x) {}\n";
+        let got: Vec<String> = cu_entries(src).into_iter().collect();
+        assert_eq!(got, ["k_bf16_1", "k_f32_4", "plain_f32"]);
+    }
+
+    #[test]
     fn entries_parsed() {
         let ptx = ".visible .entry add_f32(\n\t.param .u64 a\n)\n.visible .entry ln_rows_bf16_8(\n";
         assert_eq!(ptx_entries(ptx), vec!["add_f32", "ln_rows_bf16_8"]);
@@ -270,7 +369,8 @@ mod tests {
             "attention",
             "conv_transpose",
             "elementwise",
-            "layernorm",
+            "layer_norm",
+            "linear",
             "patch_embed",
             "resize",
         ] {

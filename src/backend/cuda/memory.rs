@@ -1,14 +1,15 @@
-//! Host↔device transfers, checkpoint uploads and the batch plumbing ops
-//! (all plain copies on the stream).
+//! Data movement on the GPU: host↔device transfers, checkpoint uploads (the
+//! dtype casts of `kernels/elementwise.cu`) and the batch plumbing ops (all
+//! plain copies on the stream). Shapes are checked by the caller
+//! (`backend::shapes`).
 
 use cudarc::driver::result as drv;
 use cudarc::driver::sys;
 use cudarc::driver::{CudaEvent, PinnedHostSlice};
 
-use super::{launch, numel, CudaBackend, CudaTensor, DType};
-use crate::backend::shapes;
+use super::{launch, numel, CudaBackend, CudaTensor, StorageType};
 use crate::error::{Error, Result};
-use crate::weights::{DType as WDType, WeightView};
+use crate::weights::{DType as CheckpointDType, WeightView};
 
 /// Pinned staging: checkpoint bytes go memory map → pinned buffer (CPU
 /// copy) → device (DMA), two buffers alternating so the CPU fills one
@@ -33,7 +34,6 @@ fn drv_err(what: &str) -> impl Fn(drv::DriverError) -> Error + '_ {
 
 impl CudaBackend {
     pub(super) fn upload_f32(&self, data: &[f32], shape: &[usize]) -> Result<CudaTensor> {
-        shapes::upload(data.len(), shape)?;
         self.bind()?;
         let t = self.alloc(shape)?;
         if t.ptr == 0 {
@@ -42,8 +42,10 @@ impl CudaBackend {
         // Pageable copies return once the source is staged by the driver,
         // so the host buffers may be dropped right after.
         match t.dtype {
-            DType::F32 => unsafe { drv::memcpy_htod_async(t.ptr, data, self.stream.cu_stream()) },
-            DType::Bf16 => {
+            StorageType::F32 => unsafe {
+                drv::memcpy_htod_async(t.ptr, data, self.stream.cu_stream())
+            },
+            StorageType::Bf16 => {
                 let h = to_bf16_bits(data);
                 unsafe { drv::memcpy_htod_async(t.ptr, &h, self.stream.cu_stream()) }
             }
@@ -59,14 +61,14 @@ impl CudaBackend {
             return Ok(Vec::new());
         }
         let out = match t.dtype {
-            DType::F32 => {
+            StorageType::F32 => {
                 let mut v = vec![0f32; n];
                 unsafe { drv::memcpy_dtoh_async(&mut v, t.ptr, self.stream.cu_stream()) }
                     .map_err(drv_err("download"))?;
                 self.sync("download")?;
                 v
             }
-            DType::Bf16 => {
+            StorageType::Bf16 => {
                 let mut h = vec![0u16; n];
                 unsafe { drv::memcpy_dtoh_async(&mut h, t.ptr, self.stream.cu_stream()) }
                     .map_err(drv_err("download"))?;
@@ -80,7 +82,7 @@ impl CudaBackend {
     /// The box gathered on the device by one 3-D copy into a contiguous
     /// tensor, then one contiguous download: a 3-D copy straight into
     /// pageable host memory goes row by row, far slower than both.
-    pub(super) fn download_box_impl(
+    pub(super) fn download_box_gather(
         &self,
         t: &CudaTensor,
         dims: [usize; 3],
@@ -146,11 +148,13 @@ impl CudaBackend {
         }
         let n = t.numel();
         let converted;
-        let (src_bytes, src_dtype): (&[u8], WDType) = match w.dtype {
-            WDType::F32 | WDType::F16 | WDType::BF16 => (w.bytes(), w.dtype),
-            WDType::F64 => {
+        let (src_bytes, src_dtype): (&[u8], CheckpointDType) = match w.dtype {
+            CheckpointDType::F32 | CheckpointDType::F16 | CheckpointDType::BF16 => {
+                (w.bytes(), w.dtype)
+            }
+            CheckpointDType::F64 => {
                 converted = w.to_f32()?;
-                (bytemuck::cast_slice(&converted), WDType::F32)
+                (bytemuck::cast_slice(&converted), CheckpointDType::F32)
             }
             other => {
                 return Err(Error::NotSegVol(format!(
@@ -160,15 +164,7 @@ impl CudaBackend {
                 )))
             }
         };
-        let cast = match (src_dtype, target) {
-            (WDType::F32, DType::F32) | (WDType::BF16, DType::Bf16) => None,
-            (WDType::F32, DType::Bf16) => Some("cast_f32_bf16"),
-            (WDType::BF16, DType::F32) => Some("cast_bf16_f32"),
-            (WDType::F16, DType::F32) => Some("cast_f16_f32"),
-            (WDType::F16, DType::Bf16) => Some("cast_f16_bf16"),
-            _ => unreachable!("source dtype normalised above"),
-        };
-        match cast {
+        match cast_kernel(src_dtype, target) {
             None => self.stage_to_device(t.ptr, src_bytes)?,
             Some(kernel) => {
                 let tmp = self.alloc_bytes(src_bytes.len())?;
@@ -239,11 +235,11 @@ impl CudaBackend {
             .map_err(drv_err("device copy"))
     }
 
-    pub(super) fn repeat_batch_impl(&self, x: &CudaTensor, n: usize) -> Result<CudaTensor> {
-        let s = shapes::repeat_batch(&x.shape, n)?;
+    /// `s` is the result's shape (`shapes::repeat_batch`).
+    pub(super) fn repeat_items(&self, s: &[usize], x: &CudaTensor, n: usize) -> Result<CudaTensor> {
         self.check_dtype(x, "repeat_batch input")?;
         self.bind()?;
-        let out = self.alloc(&s)?;
+        let out = self.alloc(s)?;
         let item = numel(&x.shape[1..]) * x.dtype.size();
         for i in 0..x.shape[0] {
             // Copy the item once, then double the filled run: log2(n) copies.
@@ -262,28 +258,29 @@ impl CudaBackend {
         Ok(out)
     }
 
-    pub(super) fn slice_batch_impl(
+    /// `s` is the result's shape (`shapes::slice_batch`).
+    pub(super) fn slice_items(
         &self,
+        s: &[usize],
         x: &CudaTensor,
         start: usize,
         len: usize,
     ) -> Result<CudaTensor> {
-        let s = shapes::slice_batch(&x.shape, start, len)?;
         self.check_dtype(x, "slice_batch input")?;
         self.bind()?;
-        let out = self.alloc(&s)?;
+        let out = self.alloc(s)?;
         let item = numel(&x.shape[1..]) * x.dtype.size();
         self.copy_d2d(out.ptr, x.ptr + (start * item) as u64, len * item)?;
         Ok(out)
     }
 
-    pub(super) fn concat_batch_impl(&self, xs: &[&CudaTensor]) -> Result<CudaTensor> {
-        let s = shapes::concat_batch(&xs.iter().map(|x| x.shape.as_slice()).collect::<Vec<_>>())?;
+    /// `s` is the result's shape (`shapes::concat_batch`).
+    pub(super) fn concat_items(&self, s: &[usize], xs: &[&CudaTensor]) -> Result<CudaTensor> {
         for x in xs {
             self.check_dtype(x, "concat_batch input")?;
         }
         self.bind()?;
-        let out = self.alloc(&s)?;
+        let out = self.alloc(s)?;
         let mut off = 0u64;
         for x in xs {
             self.copy_d2d(out.ptr + off, x.ptr, x.nbytes())?;
@@ -293,13 +290,13 @@ impl CudaBackend {
     }
 
     /// One strided 2-D copy: B rows of `len·C` elements at pitch `N·C`.
-    pub(super) fn narrow_rows_impl(
+    pub(super) fn narrow_rows_copy(
         &self,
+        (b, n, c): (usize, usize, usize),
         x: &CudaTensor,
         start: usize,
         len: usize,
     ) -> Result<CudaTensor> {
-        let (b, n, c) = shapes::narrow_rows(&x.shape, start, len)?;
         self.check_dtype(x, "narrow_rows input")?;
         self.bind()?;
         let out = self.alloc(&[b, len, c])?;
@@ -330,6 +327,21 @@ impl CudaBackend {
             .result()
             .map_err(drv_err("narrow_rows copy"))?;
         Ok(out)
+    }
+}
+
+/// The kernel converting a checkpoint dtype (f32, f16 or bf16) to the
+/// backend's, or None when the bytes are already right.
+fn cast_kernel(from: CheckpointDType, to: StorageType) -> Option<&'static str> {
+    match (from, to) {
+        (CheckpointDType::F32, StorageType::F32) | (CheckpointDType::BF16, StorageType::Bf16) => {
+            None
+        }
+        (CheckpointDType::F32, StorageType::Bf16) => Some("cast_f32_bf16"),
+        (CheckpointDType::BF16, StorageType::F32) => Some("cast_bf16_f32"),
+        (CheckpointDType::F16, StorageType::F32) => Some("cast_f16_f32"),
+        (CheckpointDType::F16, StorageType::Bf16) => Some("cast_f16_bf16"),
+        _ => unreachable!("source dtype normalised by the caller"),
     }
 }
 
@@ -364,4 +376,20 @@ fn from_bf16_bits(h: &[u16]) -> Vec<f32> {
             }
         });
     out
+}
+
+/// The kernels this family launches, all from `kernels/elementwise.cu`.
+#[cfg(test)]
+pub(super) fn kernel_names() -> (&'static str, Vec<String>) {
+    let names = [
+        CheckpointDType::F32,
+        CheckpointDType::F16,
+        CheckpointDType::BF16,
+    ]
+    .into_iter()
+    .flat_map(|from| super::DTYPES.map(|to| cast_kernel(from, to)))
+    .flatten()
+    .map(str::to_string)
+    .collect();
+    ("elementwise", names)
 }

@@ -13,7 +13,9 @@
 //! [`CudaBackend::new`] checks for libcuda (cudarc would panic), the device,
 //! cuBLAS and, when needed, NVRTC, and reports what is missing.
 //!
-//! How each [`Backend`] op runs (kernel files under `kernels/`):
+//! Each op family has one module here and one kernel file, named alike
+//! (`linear.rs` ↔ `kernels/linear.cu`, ...; `memory.rs` does data movement
+//! with the casts of `kernels/elementwise.cu`). How each [`Backend`] op runs:
 //!
 //! | op | work |
 //! |---|---|
@@ -21,7 +23,7 @@
 //! | weight | memory map → pinned chunks → device; dtype cast kernel (`elementwise.cu`) when the checkpoint dtype differs |
 //! | repeat / slice / concat_batch | device-to-device copies |
 //! | narrow_rows | one strided 2-D copy (`cuMemcpy2DAsync`) |
-//! | linear, f32 | `cublasSgemm` (default math, no TF32) + `epilogue` kernel (bias, activation, residual) when needed |
+//! | linear, f32 | `cublasSgemm` (default math, no TF32) + `epilogue` kernel (`linear.cu`) (bias, activation, residual) when needed |
 //! | linear, bf16 | cuBLASLt with bias/ReLU epilogue and the residual as C: one call; erf-GELU / quick_gelu then `epilogue` in place; plain `cublasGemmEx` + `epilogue` if Lt has no algorithm |
 //! | bmm_nt | `cublasSgemmStridedBatched` / `cublasGemmStridedBatchedEx` |
 //! | add, add_broadcast | `add`, `add_broadcast` |
@@ -32,15 +34,19 @@
 //! | conv_transpose_k2s2 | GEMM `[B·S, Cin]·[Cin, Cout·8]` → `convt_scatter` (bias + activation) |
 //! | resize | host-computed taps (`backend::interp`, shared with the CPU backend) → `resize_trilinear` / `resize_nearest` |
 
-pub mod device;
+pub mod driver_probe;
 pub mod gemm;
 pub mod kernels;
 pub mod tensor;
 
 mod attention;
-mod dense;
+mod conv_transpose;
+mod elementwise;
+mod layer_norm;
+mod linear;
 mod memory;
-mod volume;
+mod patch_embed;
+mod resize;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,7 +57,7 @@ use cudarc::driver::{CudaContext, CudaStream, DevicePtr, LaunchConfig};
 pub use crate::backend::device::{
     cuda_available, cuda_device_count, cuda_unavailable_reason, Device,
 };
-pub use tensor::{CudaTensor, DType};
+pub use tensor::{CudaTensor, StorageType};
 
 use crate::backend::{Activation, AttnOperand, AttnSpec, Backend, Interp};
 use crate::error::{Error, Result};
@@ -91,10 +97,10 @@ impl Precision {
             ))),
         }
     }
-    pub fn dtype(self) -> DType {
+    pub fn dtype(self) -> StorageType {
         match self {
-            Precision::F32 => DType::F32,
-            Precision::Bf16 => DType::Bf16,
+            Precision::F32 => StorageType::F32,
+            Precision::Bf16 => StorageType::Bf16,
         }
     }
 }
@@ -159,8 +165,8 @@ impl CudaBackend {
         if ordinal >= count {
             return Err(crate::backend::device::no_such_device(ordinal, count));
         }
-        device::blas_present()?;
-        device::guard("CUDA setup", || Self::init(ordinal, precision, options))
+        driver_probe::blas_present()?;
+        driver_probe::guard("CUDA setup", || Self::init(ordinal, precision, options))
     }
 
     fn init(ordinal: usize, precision: Precision, options: CudaOptions) -> Result<Self> {
@@ -217,25 +223,13 @@ impl CudaBackend {
         self.cc
     }
 
-    /// Where the kernels came from ("nvcc PTX sm_90" or "NVRTC compute_90").
-    pub fn kernel_origin(&self) -> String {
-        self.kernels.origin.to_string()
-    }
-
     /// Fill every new output allocation with NaN bytes (0xFF) first, so a
     /// test can see any element an op failed to write.
     pub fn set_poison_outputs(&self, on: bool) {
         self.poison.store(on, Ordering::Relaxed);
     }
 
-    /// Bytes of device memory (free, total).
-    pub fn memory_info(&self) -> Result<(usize, usize)> {
-        self.ctx
-            .mem_get_info()
-            .map_err(|e| Error::Cuda(format!("cuMemGetInfo: {e}")))
-    }
-
-    fn dtype(&self) -> DType {
+    fn dtype(&self) -> StorageType {
         self.precision.dtype()
     }
 
@@ -256,7 +250,7 @@ impl CudaBackend {
         self.alloc_typed(shape, self.dtype())
     }
 
-    fn alloc_typed(&self, shape: &[usize], dtype: DType) -> Result<CudaTensor> {
+    fn alloc_typed(&self, shape: &[usize], dtype: StorageType) -> Result<CudaTensor> {
         let bytes = shape
             .iter()
             .try_fold(dtype.size(), |a, &d| a.checked_mul(d))
@@ -314,7 +308,7 @@ impl CudaBackend {
     }
 
     fn kname(&self, base: &str) -> String {
-        format!("{base}_{}", self.dtype().suffix())
+        typed(base, self.dtype())
     }
 
     /// Every tensor an op receives must come from a backend of this precision.
@@ -378,8 +372,35 @@ fn pool_used_high(ctx: &Arc<CudaContext>, reset: bool) -> Option<usize> {
     }
 }
 
-use crate::backend::shapes::{check, numel};
+use crate::backend::shapes::{self, check, numel};
 
+/// A kernel instantiated per storage type: `base_f32` or `base_bf16`.
+fn typed(base: &str, dtype: StorageType) -> String {
+    format!("{base}_{}", dtype.suffix())
+}
+
+/// Both storage types, for the kernel-name lists of the families.
+#[cfg(test)]
+const DTYPES: [StorageType; 2] = [StorageType::F32, StorageType::Bf16];
+
+/// A family's kernels instantiated per storage type: `module`, and every
+/// base name with each type's suffix.
+#[cfg(test)]
+fn typed_names(module: &'static str, bases: &[&str]) -> (&'static str, Vec<String>) {
+    let names = DTYPES
+        .iter()
+        .flat_map(|&t| bases.iter().map(move |b| typed(b, t)))
+        .collect();
+    (module, names)
+}
+
+/// `v` as a kernel's `int` argument, or a clear error naming it.
+fn i32_of(v: usize, what: &str) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::shape(format!("{what} = {v} is too large")))
+}
+
+/// Every op checks its shapes (`backend::shapes`, shared with the CPU
+/// backend, so both give the same error text) and calls its family's module.
 impl Backend for CudaBackend {
     type Tensor = CudaTensor;
 
@@ -396,6 +417,7 @@ impl Backend for CudaBackend {
     }
 
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<CudaTensor> {
+        shapes::upload(data.len(), shape)?;
         self.upload_f32(data, shape)
     }
 
@@ -404,8 +426,8 @@ impl Backend for CudaBackend {
     }
 
     fn download_box(&self, t: &CudaTensor, start: [usize; 3], len: [usize; 3]) -> Result<Vec<f32>> {
-        let dims = crate::backend::shapes::download_box(&t.shape, start, len)?;
-        self.download_box_impl(t, dims, start, len)
+        let dims = shapes::download_box(&t.shape, start, len)?;
+        self.download_box_gather(t, dims, start, len)
     }
 
     fn shape<'a>(&self, t: &'a CudaTensor) -> &'a [usize] {
@@ -417,7 +439,7 @@ impl Backend for CudaBackend {
     }
 
     fn reshape(&self, mut t: CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
-        crate::backend::shapes::reshape(&t.shape, shape)?;
+        shapes::reshape(&t.shape, shape)?;
         t.shape = shape.to_vec();
         Ok(t)
     }
@@ -437,19 +459,23 @@ impl Backend for CudaBackend {
     }
 
     fn repeat_batch(&self, x: &CudaTensor, n: usize) -> Result<CudaTensor> {
-        self.repeat_batch_impl(x, n)
+        let s = shapes::repeat_batch(&x.shape, n)?;
+        self.repeat_items(&s, x, n)
     }
 
     fn slice_batch(&self, x: &CudaTensor, start: usize, len: usize) -> Result<CudaTensor> {
-        self.slice_batch_impl(x, start, len)
+        let s = shapes::slice_batch(&x.shape, start, len)?;
+        self.slice_items(&s, x, start, len)
     }
 
     fn concat_batch(&self, xs: &[&CudaTensor]) -> Result<CudaTensor> {
-        self.concat_batch_impl(xs)
+        let s = shapes::concat_batch(&xs.iter().map(|x| x.shape.as_slice()).collect::<Vec<_>>())?;
+        self.concat_items(&s, xs)
     }
 
     fn narrow_rows(&self, x: &CudaTensor, start: usize, len: usize) -> Result<CudaTensor> {
-        self.narrow_rows_impl(x, start, len)
+        let bnc = shapes::narrow_rows(&x.shape, start, len)?;
+        self.narrow_rows_copy(bnc, x, start, len)
     }
 
     fn linear(
@@ -460,19 +486,29 @@ impl Backend for CudaBackend {
         act: Activation,
         residual: Option<&CudaTensor>,
     ) -> Result<CudaTensor> {
-        self.linear_impl(x, w, b, act, residual)
+        let dims = shapes::linear(
+            &x.shape,
+            &w.shape,
+            b.map(|b| b.shape.as_slice()),
+            act,
+            residual.map(|r| r.shape.as_slice()),
+        )?;
+        linear::linear(self, dims, x, w, b, act, residual)
     }
 
     fn bmm_nt(&self, x: &CudaTensor, w: &CudaTensor) -> Result<CudaTensor> {
-        self.bmm_nt_impl(x, w)
+        let dims = shapes::bmm_nt(&x.shape, &w.shape)?;
+        linear::bmm_nt(self, dims, x, w)
     }
 
     fn add(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
-        self.add_impl(a, b)
+        shapes::add(&a.shape, &b.shape)?;
+        elementwise::add(self, a, b)
     }
 
     fn add_broadcast(&self, x: &CudaTensor, v: &CudaTensor) -> Result<CudaTensor> {
-        self.add_broadcast_impl(x, v)
+        shapes::add_broadcast(&x.shape, &v.shape)?;
+        elementwise::add_broadcast(self, x, v)
     }
 
     fn layer_norm(
@@ -482,7 +518,8 @@ impl Backend for CudaBackend {
         b: &CudaTensor,
         eps: f32,
     ) -> Result<CudaTensor> {
-        self.layer_norm_impl(x, w, b, eps)
+        let c = shapes::layer_norm(&x.shape, &w.shape, &b.shape)?;
+        layer_norm::layer_norm(self, c, x, w, b, eps)
     }
 
     fn layer_norm_item(
@@ -493,7 +530,8 @@ impl Backend for CudaBackend {
         eps: f32,
         act: Activation,
     ) -> Result<CudaTensor> {
-        self.layer_norm_item_impl(x, w, b, eps, act)
+        let item = shapes::layer_norm_item(&x.shape, &w.shape, &b.shape)?;
+        layer_norm::layer_norm_item(self, item, x, w, b, eps, act)
     }
 
     fn attention(
@@ -503,7 +541,13 @@ impl Backend for CudaBackend {
         v: AttnOperand<'_, CudaTensor>,
         spec: &AttnSpec,
     ) -> Result<CudaTensor> {
-        self.attention_impl(q, k, v, spec)
+        let ld = shapes::attention(
+            (&q.t.shape, q.col),
+            (&k.t.shape, k.col),
+            (&v.t.shape, v.col),
+            spec,
+        )?;
+        attention::attention(self, ld, q, k, v, spec)
     }
 
     fn patch_embed(
@@ -514,7 +558,8 @@ impl Backend for CudaBackend {
         pos: &CudaTensor,
         patch: [usize; 3],
     ) -> Result<CudaTensor> {
-        self.patch_embed_impl(image, w, b, pos, patch)
+        let dims = shapes::patch_embed(&image.shape, &w.shape, b.numel(), pos.numel(), patch)?;
+        patch_embed::patch_embed(self, dims, image, w, b, pos, patch)
     }
 
     fn conv_transpose_k2s2(
@@ -525,17 +570,61 @@ impl Backend for CudaBackend {
         b: &CudaTensor,
         act: Activation,
     ) -> Result<CudaTensor> {
-        self.conv_transpose_impl(x, grid, w, b, act)
+        let dims = shapes::conv_transpose(&x.shape, grid, &w.shape, b.numel())?;
+        conv_transpose::conv_transpose_k2s2(self, dims, x, grid, w, b, act)
     }
 
     fn resize(&self, x: &CudaTensor, out: [usize; 3], mode: Interp) -> Result<CudaTensor> {
-        self.resize_impl(x, out, mode)
+        let (_, inp) = shapes::resize(&x.shape, out)?;
+        resize::resize(self, inp, x, out, mode)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every kernel a family launches is defined in the `.cu` module the
+    /// family names, and every kernel the modules define is launched by
+    /// some family: a renamed or moved kernel fails here, without a GPU,
+    /// instead of at its first launch.
+    #[test]
+    fn launched_kernels_are_defined_in_their_modules() {
+        let families = [
+            attention::kernel_names(),
+            conv_transpose::kernel_names(),
+            elementwise::kernel_names(),
+            layer_norm::kernel_names(),
+            linear::kernel_names(),
+            memory::kernel_names(),
+            patch_embed::kernel_names(),
+            resize::kernel_names(),
+        ];
+        let mut launched = std::collections::BTreeSet::new();
+        for (module, names) in families {
+            let src = kernels::modules()
+                .iter()
+                .find(|m| m.0 == module)
+                .unwrap_or_else(|| panic!("no kernels/{module}.cu embedded"))
+                .1;
+            let defined = kernels::cu_entries(src);
+            for name in names {
+                assert!(
+                    defined.contains(&name),
+                    "{name} is launched but kernels/{module}.cu defines only {defined:?}"
+                );
+                launched.insert(name);
+            }
+        }
+        for (module, src, _, _) in kernels::modules() {
+            for name in kernels::cu_entries(src) {
+                assert!(
+                    launched.contains(&name),
+                    "kernels/{module}.cu defines {name}, which no family launches"
+                );
+            }
+        }
+    }
 
     #[test]
     fn precision_parses() {

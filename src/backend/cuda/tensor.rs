@@ -6,25 +6,26 @@ use std::sync::Arc;
 
 use cudarc::driver::CudaSlice;
 
-/// Element type of a device tensor.
+/// Element type of a device tensor (what it stores and computes in; the
+/// checkpoint's own element types are `weights::DType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DType {
+pub enum StorageType {
     F32,
     Bf16,
 }
 
-impl DType {
+impl StorageType {
     pub fn size(self) -> usize {
         match self {
-            DType::F32 => 4,
-            DType::Bf16 => 2,
+            StorageType::F32 => 4,
+            StorageType::Bf16 => 2,
         }
     }
     /// Suffix of the kernel entry points for this type (`add_f32`, ...).
     pub fn suffix(self) -> &'static str {
         match self {
-            DType::F32 => "f32",
-            DType::Bf16 => "bf16",
+            StorageType::F32 => "f32",
+            StorageType::Bf16 => "bf16",
         }
     }
 }
@@ -32,7 +33,7 @@ impl DType {
 #[derive(Clone)]
 pub struct CudaTensor {
     pub(crate) shape: Vec<usize>,
-    pub(crate) dtype: DType,
+    pub(crate) dtype: StorageType,
     /// Owns the allocation `ptr` points into (None when there are no
     /// elements); freed in stream order when the last clone drops.
     pub(crate) _buf: Option<Arc<CudaSlice<u8>>>,
@@ -50,7 +51,7 @@ impl CudaTensor {
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
-    pub fn dtype(&self) -> DType {
+    pub fn dtype(&self) -> StorageType {
         self.dtype
     }
     pub fn numel(&self) -> usize {

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 
 use segvol::api::Segmentation;
 use segvol::io::nifti::{read_ct_bytes, CtVolume};
-use segvol::pipeline::prompts::Frame;
+use segvol::pipeline::prompt_frames::Frame;
 use segvol::pipeline::request::Request;
 use segvol::vocabulary;
 

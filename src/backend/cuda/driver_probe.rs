@@ -1,4 +1,4 @@
-//! CUDA probes behind `backend::device`: cudarc loads libcuda lazily and
+//! Probes of the CUDA driver and libraries behind `backend::device`: cudarc loads libcuda lazily and
 //! panics when it is missing, so everything here checks for the library
 //! before the first driver call.
 

@@ -1,13 +1,49 @@
-//! LayerNorms. Statistics are accumulated in f64: as exact as PyTorch's f32
-//! cascade or better, and cheap next to the matrix products.
+//! LayerNorms on the CPU, over the last axis and over a whole batch item.
+//! Statistics are accumulated in f64: as exact as PyTorch's f32 cascade or
+//! better, and cheap next to the matrix products.
 
 use rayon::prelude::*;
 
 use super::simd;
+use super::tensor::scratch;
+use super::{CpuBackend, CpuTensor};
 use crate::backend::Activation;
+use crate::error::Result;
+
+/// `Backend::layer_norm` (the shapes checked by `shapes::layer_norm`).
+pub(super) fn layer_norm(
+    be: &CpuBackend,
+    x: &CpuTensor,
+    w: &CpuTensor,
+    b: &CpuTensor,
+    eps: f32,
+) -> Result<CpuTensor> {
+    let mut out = scratch(x.len());
+    be.run(|| layer_norm_rows(x.data(), w.data(), b.data(), eps, &mut out));
+    CpuTensor::from_vec(out, x.shape())
+}
+
+/// `Backend::layer_norm_item`, given `shapes::layer_norm_item`'s item size.
+pub(super) fn layer_norm_item(
+    be: &CpuBackend,
+    item: usize,
+    x: &CpuTensor,
+    w: &CpuTensor,
+    b: &CpuTensor,
+    eps: f32,
+    act: Activation,
+) -> Result<CpuTensor> {
+    let mut out = scratch(x.len());
+    be.run(|| {
+        for (o, xi) in out.chunks_mut(item).zip(x.data().chunks(item)) {
+            layer_norm_item_into(xi, w.data(), b.data(), eps, act, o);
+        }
+    });
+    CpuTensor::from_vec(out, x.shape())
+}
 
 /// Row-wise LayerNorm: `x` is `[rows, c]`.
-pub fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
     let c = w.len();
     out.par_chunks_mut(c * 16)
         .zip(x.par_chunks(c * 16))
@@ -20,7 +56,7 @@ pub fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32
 
 /// LayerNorm of a whole item (one mean and variance over all of `x`), then
 /// the per-element affine and `act`.
-pub fn layer_norm_item(
+fn layer_norm_item_into(
     x: &[f32],
     w: &[f32],
     b: &[f32],

@@ -5,7 +5,7 @@
 //!
 //! A point at cropped-frame index `o` maps to the zoom-out index
 //! `clamp(floor((o + 0.5)·out/in), 0, out − 1)`, the zoom-out voxel whose
-//! centre is nearest (SPEC §7). A box maps to the zoom-out voxels whose
+//! centre is nearest (docs/REFERENCE.md §7). A box maps to the zoom-out voxels whose
 //! `nearest-exact` source lies inside it, so a box drawn tight around an
 //! organ contains the reference demo's box from the resized label (and
 //! equals it when the organ touches its bbox faces at sampled voxels).
@@ -83,69 +83,6 @@ impl UserPoint {
             label,
             text: format!("{},{},{},{label}", at[0], at[1], at[2]),
         }
-    }
-}
-
-fn numbers(s: &str, what: &str) -> Result<Vec<f64>> {
-    s.split(',')
-        .map(|t| {
-            let v: f64 = t.trim().parse().map_err(|_| {
-                Error::prompt(format!("{what} {s}"), format!("{t:?} is not a number"))
-            })?;
-            if v.is_finite() {
-                Ok(v)
-            } else {
-                Err(Error::prompt(
-                    format!("{what} {s}"),
-                    "coordinates must be finite",
-                ))
-            }
-        })
-        .collect()
-}
-
-impl FromStr for UserBox {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let v = numbers(s, "--box")?;
-        if v.len() != 6 {
-            return Err(Error::prompt(
-                format!("--box {s}"),
-                format!("needs 6 numbers (i0,j0,k0,i1,j1,k1), got {}", v.len()),
-            ));
-        }
-        Ok(UserBox {
-            corners: [v[0], v[1], v[2], v[3], v[4], v[5]],
-            text: s.to_string(),
-        })
-    }
-}
-
-impl FromStr for UserPoint {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let v = numbers(s, "--point")?;
-        let label = match v.len() {
-            3 => 1.0,
-            4 if v[3] == 1.0 || v[3] == 0.0 => v[3] as f32,
-            4 => {
-                return Err(Error::prompt(
-                    format!("--point {s}"),
-                    format!("label {} is not 1 (positive) or 0 (negative)", v[3]),
-                ))
-            }
-            n => {
-                return Err(Error::prompt(
-                    format!("--point {s}"),
-                    format!("needs 3 coordinates and an optional label, got {n} numbers"),
-                ))
-            }
-        };
-        Ok(UserPoint {
-            at: [v[0], v[1], v[2]],
-            label,
-            text: s.to_string(),
-        })
     }
 }
 
@@ -315,26 +252,8 @@ mod tests {
     }
 
     #[test]
-    fn parsing() {
-        assert_eq!("1,2,3".parse::<UserPoint>().unwrap().label, 1.0);
-        assert_eq!("1,2,3,0".parse::<UserPoint>().unwrap().label, 0.0);
-        assert!("1,2,3,2"
-            .parse::<UserPoint>()
-            .unwrap_err()
-            .to_string()
-            .contains("label 2"));
-        assert!("1,2".parse::<UserPoint>().is_err());
-        assert!("1,2,3,4,5"
-            .parse::<UserBox>()
-            .unwrap_err()
-            .to_string()
-            .contains("6 numbers"));
-        assert!("1,2,x,4,5,6"
-            .parse::<UserBox>()
-            .unwrap_err()
-            .to_string()
-            .contains("not a number"));
-        assert!("1,2,nan,4,5,6".parse::<UserBox>().is_err());
+    fn frame_names() {
+        assert_eq!("world".parse::<Frame>().unwrap(), Frame::World);
         assert!("pixels"
             .parse::<Frame>()
             .unwrap_err()
@@ -346,7 +265,9 @@ mod tests {
     fn voxel_point_maps_through_the_axis_swap_and_crop() {
         let m = fm();
         // (i, j, k) = (60, 48, 15) -> (d, h, w) = (15, 48, 60) -> zoom.
-        let (z, l) = m.point(&"60,48,15".parse().unwrap(), Frame::Voxel).unwrap();
+        let (z, l) = m
+            .point(&UserPoint::new([60.0, 48.0, 15.0], true), Frame::Voxel)
+            .unwrap();
         assert_eq!(l, 1.0);
         assert_eq!(
             z,
@@ -357,12 +278,12 @@ mod tests {
             ]
         );
         assert!(m
-            .point(&"121,0,0".parse().unwrap(), Frame::Voxel)
+            .point(&UserPoint::new([121.0, 0.0, 0.0], true), Frame::Voxel)
             .unwrap_err()
             .to_string()
             .contains("foreground crop"));
         assert!(m
-            .point(&"500,0,0".parse().unwrap(), Frame::Voxel)
+            .point(&UserPoint::new([500.0, 0.0, 0.0], true), Frame::Voxel)
             .unwrap_err()
             .to_string()
             .contains("outside the volume"));
@@ -372,26 +293,33 @@ mod tests {
     fn boxes_are_clipped_and_ordered() {
         let m = fm();
         let b = m.bbox(
-            &"130,100,29,0,0,0"
-                .parse::<UserBox>()
-                .unwrap_or_else(|_| unreachable!()),
+            &UserBox::new([130.0, 100.0, 29.0, 0.0, 0.0, 0.0]),
             Frame::Voxel,
         );
         // i = 130 is outside the volume (122 wide).
         assert!(b.is_err());
         let b = m
-            .bbox(&"121,100,29,0,0,0".parse().unwrap(), Frame::Voxel)
+            .bbox(
+                &UserBox::new([121.0, 100.0, 29.0, 0.0, 0.0, 0.0]),
+                Frame::Voxel,
+            )
             .unwrap();
         assert_eq!(b, [0.0, 0.0, 0.0, 31.0, 255.0, 255.0]);
         assert!(m
-            .bbox(&"0,0,0,31,255,256".parse().unwrap(), Frame::Zoom)
+            .bbox(
+                &UserBox::new([0.0, 0.0, 0.0, 31.0, 255.0, 256.0]),
+                Frame::Zoom
+            )
             .is_err());
         assert!(m
-            .bbox(&"5,0,0,4,10,10".parse().unwrap(), Frame::Zoom)
+            .bbox(&UserBox::new([5.0, 0.0, 0.0, 4.0, 10.0, 10.0]), Frame::Zoom)
             .is_err());
         assert_eq!(
-            m.bbox(&"0,67,87,31,231,223".parse().unwrap(), Frame::Zoom)
-                .unwrap(),
+            m.bbox(
+                &UserBox::new([0.0, 67.0, 87.0, 31.0, 231.0, 223.0]),
+                Frame::Zoom
+            )
+            .unwrap(),
             [0.0, 67.0, 87.0, 31.0, 231.0, 223.0]
         );
         // A one-voxel box in a downsampled axis still maps to one voxel.
@@ -403,7 +331,7 @@ mod tests {
             world_to_voxel: None,
         };
         let b = big
-            .bbox(&"5,5,7,5,5,7".parse().unwrap(), Frame::Voxel)
+            .bbox(&UserBox::new([5.0, 5.0, 7.0, 5.0, 5.0, 7.0]), Frame::Voxel)
             .unwrap();
         assert_eq!((b[0], b[3]), (0.0, 0.0));
     }
