@@ -138,7 +138,13 @@ pub fn install_interrupt_handler() -> crate::Result<()> {
         .get_or_init(|| {
             ctrlc::set_handler(|| {
                 remove_all_then(|n| {
-                    eprintln!(
+                    use std::io::Write as _;
+                    // Not eprintln!: it panics when stderr is a closed pipe
+                    // (a server whose log reader went away), which would kill
+                    // this handler thread and leave the process deaf to
+                    // SIGTERM. The exit must happen whatever the write does.
+                    let _ = writeln!(
+                        std::io::stderr(),
                         "segvol: error: interrupted; removed {n} temporary file{}",
                         if n == 1 { "" } else { "s" }
                     );
