@@ -139,7 +139,10 @@ pub fn install_interrupt_handler() -> crate::Result<()> {
             ctrlc::set_handler(|| {
                 remove_all_then(|n| {
                     // A `tracing` event like every library message: the
-                    // CLI's subscriber prints it as `segvol: error: ...`.
+                    // CLI's subscriber prints it as `segvol: error: ...` and
+                    // ignores write errors (never eprintln!, which panics on a
+                    // closed stderr and would leave this thread dead and the
+                    // process deaf to SIGTERM). The exit follows regardless.
                     tracing::error!(
                         "interrupted; removed {n} temporary file{}",
                         if n == 1 { "" } else { "s" }

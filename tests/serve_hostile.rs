@@ -439,3 +439,37 @@ fn fifty_concurrent_sessions_then_memory_returns() {
         "memory not returned: baseline {baseline} KiB, peak {peak} KiB, after release {after} KiB"
     );
 }
+
+#[test]
+fn sigterm_stops_the_server_even_after_its_log_reader_is_gone() {
+    let mut child = bin()
+        .args(["serve", "--device", "cpu", "--port", "0", "--weights"])
+        .arg(tiny_weights())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    while !lines
+        .next()
+        .expect("segvol serve exited before listening")
+        .unwrap()
+        .contains("listening on")
+    {}
+    // The reader goes away: the server's stderr is now a closed pipe.
+    drop(lines);
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(130), "{status:?}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("segvol serve ignored SIGTERM once its stderr was closed");
+}

@@ -66,7 +66,7 @@ impl BackendTask for Task {
     type Output = ();
 
     fn run<B: Backend>(self, backend: B) -> Result<()> {
-        eprintln!("segvol serve: loading {}", self.weights.display());
+        crate::serve::log(&format!("loading {}", self.weights.display()));
         let engine = Engine::load(backend, &self.weights)?;
         let model = Arc::new(EngineModel::new(engine, self.opts));
         crate::serve::run(self.config, model)

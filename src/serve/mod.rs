@@ -167,8 +167,15 @@ pub fn trim_heap() {
     }
 }
 
+/// A log line on stderr. Not `eprintln!`, which panics when stderr is a
+/// closed pipe (the server outliving whatever read its log).
+pub fn log(msg: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "segvol serve: {msg}");
+}
+
 fn panicked(e: tokio::task::JoinError) -> ApiError {
-    eprintln!("segvol serve: a request's worker failed: {e}");
+    log(&format!("a request's worker failed: {e}"));
     ApiError::internal("internal error while processing the request (logged by the server)")
 }
 
@@ -252,10 +259,10 @@ pub fn run(config: ServeConfig, model: Arc<dyn Model>) -> segvol::Result<()> {
             .map_err(|e| segvol::Error::Invalid(format!("{addr}: {e}")))?;
         let state = AppState::new(model, config);
         spawn_expiry(state.sessions.clone());
-        eprintln!(
-            "segvol serve: listening on http://{local} (device {})",
+        log(&format!(
+            "listening on http://{local} (device {})",
             state.model.device()
-        );
+        ));
         axum::serve(listener, router(state))
             .await
             .map_err(|e| segvol::Error::Invalid(format!("server stopped: {e}")))
@@ -271,7 +278,7 @@ fn spawn_expiry(store: Arc<SessionStore>) {
             tick.tick().await;
             let gone = store.expire_idle();
             if gone > 0 {
-                eprintln!("segvol serve: {gone} idle session(s) expired");
+                log(&format!("{gone} idle session(s) expired"));
                 tokio::task::spawn_blocking(trim_heap);
             }
         }
