@@ -47,7 +47,7 @@ pub enum Command {
     /// Segment a CT (NIfTI, or a DICOM series folder) from text, box and point prompts with
     /// zoom-out-zoom-in; or a cohort of CTs (several paths, a folder, a CSV manifest) with the
     /// model loaded once.
-    Segment(SegmentArgs),
+    Segment(Box<SegmentArgs>),
     /// Segment with prompts built from a ground-truth label map and report Dice.
     Eval(EvalArgs),
     /// Print a checkpoint's inventory and whether it is a SegVol checkpoint.
@@ -301,7 +301,7 @@ pub struct BenchArgs {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Command::Segment(a) => segment::run(a),
+        Command::Segment(a) => segment::run(*a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Inspect { weights } => weights_cmd::inspect(&weights),

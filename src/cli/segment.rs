@@ -36,7 +36,7 @@ pub fn run(mut args: SegmentArgs) -> Result<()> {
         args.outputs.check(&case.output)?;
         let mut case = case;
         case.opened = Some(case.open()?);
-        Work::Single(case)
+        Work::Single(Box::new(case))
     };
     let texts: Vec<&str> = match &work {
         Work::Single(c) => c.request.texts.iter().map(String::as_str).collect(),
@@ -95,7 +95,7 @@ fn single_case(args: &SegmentArgs, request: Request) -> Result<Case> {
 }
 
 enum Work {
-    Single(Case),
+    Single(Box<Case>),
     Cohort(Plan),
 }
 
