@@ -19,7 +19,7 @@ fn main() {
         tracing::warn!("{e}");
     }
     if let Err(e) = cli::run(args) {
-        eprintln!("segvol: error: {}", one_line(&e.to_string()));
+        eprintln!("segvol: error: {}", cli::one_line(&e.to_string()));
         std::process::exit(1);
     }
 }
@@ -53,14 +53,4 @@ fn usage_error(e: clap::Error) -> ! {
         msg.strip_prefix("error: ").unwrap_or(&msg)
     );
     std::process::exit(e.exit_code())
-}
-
-/// Messages are one line by construction; this keeps it so when one quotes
-/// text that holds a newline (a file name, a JSON error).
-fn one_line(msg: &str) -> String {
-    msg.split(['\n', '\r'])
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
 }

@@ -357,7 +357,7 @@ pub fn run<B: Backend>(engine: &Engine<B>, plan: &Plan, settings: &Settings) -> 
             status[i] = match r {
                 Ok(done) => Status::Done(done, secs),
                 Err(e) => {
-                    let msg = one_line(&e.to_string());
+                    let msg = super::one_line(&e.to_string());
                     tracing::warn!("{}failed: {msg}; going on with the next case", c.label);
                     Status::Failed(msg, secs)
                 }
@@ -400,14 +400,6 @@ pub fn run<B: Backend>(engine: &Engine<B>, plan: &Plan, settings: &Settings) -> 
         if failed.len() > 3 { ", ..." } else { "" },
         plan.dir.join("summary.json").display()
     )))
-}
-
-fn one_line(msg: &str) -> String {
-    msg.split(['\n', '\r'])
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// `summary.json` and `summary.csv`: every case with its status (`done`,

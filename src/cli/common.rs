@@ -1,7 +1,6 @@
 //! What several subcommands share: progress lines, weight resolution,
 //! backend choice and model loading.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,7 +15,6 @@ use segvol::model::{SegVol, TextEmbedder};
 use segvol::pipeline::memory::{Estimate, MemoryLimit, Workload};
 use segvol::pipeline::progress::Progress as Step;
 use segvol::pipeline::zoom::ZoomOptions;
-use segvol::tempfiles::TempFile;
 use segvol::weights::hub;
 
 use super::EngineArgs;
@@ -230,11 +228,4 @@ pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
 }
 
 /// Writes bytes atomically (temporary file, then rename).
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let (tmp, mut file) = TempFile::create_for(path).map_err(|e| Error::io(path, e))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(|e| Error::io(tmp.path(), e))?;
-    drop(file);
-    tmp.commit(path).map_err(|e| Error::io(path, e))
-}
+pub use segvol::report::write_file_atomic as write_file;

@@ -312,3 +312,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::run(a),
     }
 }
+
+/// Messages are one line by construction; this keeps it so when one quotes
+/// text that holds a newline (a file name, a JSON error): a batch log keeps
+/// one line per failure.
+pub fn one_line(msg: &str) -> String {
+    msg.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

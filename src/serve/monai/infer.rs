@@ -220,18 +220,7 @@ async fn run_interactive(
             let store = st.sessions.clone();
             st.run_model(Some(id), move |_| {
                 let mut d = slot.lock();
-                let SessionData { session, extra } = &mut *d;
-                let like = extra
-                    .downcast_ref::<MonaiImage>()
-                    .map(|m| m.like.clone())
-                    .ok_or_else(|| ApiError::internal("stored image without its header"))?;
-                let t = Instant::now();
-                let seg = session.set_prompts(
-                    prompts.text.as_deref(),
-                    prompts.corners,
-                    &prompts.points,
-                )?;
-                let out = outcome(seg, like, &names, t.elapsed().as_secs_f64());
+                let out = prompt_session(&mut d, &prompts, &names)?;
                 store.touch(&slot);
                 Ok(out)
             })
@@ -240,22 +229,29 @@ async fn run_interactive(
         Source::Upload { name, bytes } => {
             let data = super::open_image(st, name, bytes).await?;
             st.run_model(None, move |_| {
-                let SessionData { mut session, extra } = data;
-                let like = extra
-                    .downcast_ref::<MonaiImage>()
-                    .map(|m| m.like.clone())
-                    .ok_or_else(|| ApiError::internal("upload without its header"))?;
-                let t = Instant::now();
-                let seg = session.set_prompts(
-                    prompts.text.as_deref(),
-                    prompts.corners,
-                    &prompts.points,
-                )?;
-                Ok(outcome(seg, like, &names, t.elapsed().as_secs_f64()))
+                let mut data = data;
+                prompt_session(&mut data, &prompts, &names)
             })
             .await
         }
     }
+}
+
+/// Sets a session's prompts (stored or just uploaded) and reads back the
+/// mask with the image's header, timing the library call alone.
+fn prompt_session(
+    data: &mut SessionData,
+    prompts: &params::Interactive,
+    names: &[String],
+) -> Result<Outcome, ApiError> {
+    let SessionData { session, extra } = data;
+    let like = extra
+        .downcast_ref::<MonaiImage>()
+        .map(|m| m.like.clone())
+        .ok_or_else(|| ApiError::internal("image without its header"))?;
+    let t = Instant::now();
+    let seg = session.set_prompts(prompts.text.as_deref(), prompts.corners, &prompts.points)?;
+    Ok(outcome(seg, like, names, t.elapsed().as_secs_f64()))
 }
 
 fn outcome(seg: &Segmentation, like: Arc<CtVolume>, names: &[String], segment_s: f64) -> Outcome {
