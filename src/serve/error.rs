@@ -72,10 +72,4 @@ impl IntoResponse for ApiError {
 }
 
 /// Keeps a reason on one line when it quotes text holding newlines.
-pub fn one_line(msg: &str) -> String {
-    msg.split(['\n', '\r'])
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub use crate::cli::one_line;
