@@ -1,5 +1,5 @@
 //! Reading a CT from `.nii` / `.nii.gz` into float32 voxels in file order,
-//! as MONAI's `LoadImage` (nibabel `get_fdata`) hands it to SegVol (SPEC §4
+//! as MONAI's `LoadImage` (nibabel `get_fdata`) hands it to SegVol (docs/REFERENCE.md §4,
 //! step 1): scl_slope/scl_inter applied, no reorientation.
 //!
 //! The 348-byte header is checked by hand before anything is allocated for
