@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use common::gen::{f32_bytes, gzip, i16_bytes, Hdr};
 
 use nifti::{NiftiObject, NiftiType};
+use segvol::io::write::label_map_bytes;
 use segvol::io::{read_ct, write_label_map, write_probabilities, AffineSource, CtVolume};
 
 /// A fresh folder for one test, removed when dropped.
@@ -320,6 +321,14 @@ fn roundtrip_geometry_int16_and_float32() {
                 labels.iter().map(|&v| f32::from(v)).collect::<Vec<_>>()
             );
             assert_eq!(back.header.cal_max, 2.0);
+            // The in-memory encoding (a server's reply) is the file's bytes.
+            let gz = out_name.ends_with(".gz");
+            let in_memory = label_map_bytes(&out, &ct, &labels, gz).unwrap();
+            assert_eq!(
+                in_memory,
+                std::fs::read(&out).unwrap(),
+                "{name} -> {out_name}"
+            );
 
             let wide: Vec<u16> = labels.iter().map(|&v| u16::from(v) * 300).collect();
             write_label_map(&out, &ct, &wide).unwrap();

@@ -55,6 +55,38 @@ const CHUNK: usize = 1 << 16;
 /// Writes a label map (uint8 or uint16) shaped and placed like `like`.
 /// `labels` is in file order (i fastest), one value per CT voxel.
 pub fn write_label_map<T: LabelVoxel>(path: &Path, like: &CtVolume, labels: &[T]) -> Result<()> {
+    let h = label_map_header(path, like, labels)?;
+    write_atomic(path, like, Compression::default(), |w| {
+        put_label_map(w, &h, labels)
+    })
+}
+
+/// The bytes [`write_label_map`] would write (`.nii.gz` when `gzip`, else
+/// `.nii`), in memory, for a server's reply; `name` only labels errors.
+pub fn label_map_bytes<T: LabelVoxel>(
+    name: &Path,
+    like: &CtVolume,
+    labels: &[T],
+    gzip: bool,
+) -> Result<Vec<u8>> {
+    let h = label_map_header(name, like, labels)?;
+    let io_err = |e| Error::io(name, e);
+    if gzip {
+        let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+        put_label_map(&mut enc, &h, labels).map_err(io_err)?;
+        enc.finish().map_err(io_err)
+    } else {
+        let mut out = Vec::new();
+        put_label_map(&mut out, &h, labels).map_err(io_err)?;
+        Ok(out)
+    }
+}
+
+fn label_map_header<T: LabelVoxel>(
+    path: &Path,
+    like: &CtVolume,
+    labels: &[T],
+) -> Result<NiftiHeader> {
     check_len(path, like, labels.len(), "label map")?;
     let max = labels.iter().map(|v| v.as_f32()).fold(0.0f32, f32::max);
     let mut h = output_header(
@@ -66,20 +98,26 @@ pub fn write_label_map<T: LabelVoxel>(path: &Path, like: &CtVolume, labels: &[T]
     )?;
     h.cal_min = 0.0;
     h.cal_max = max;
-    let level = Compression::default();
-    write_atomic(path, like, level, |w| {
-        w.write_all(&encode_header(&h))?;
-        w.write_all(&[0u8; 4])?;
-        let mut buf = Vec::with_capacity(CHUNK * T::BYTES);
-        for chunk in labels.chunks(CHUNK) {
-            buf.clear();
-            for &v in chunk {
-                v.put_le(&mut buf);
-            }
-            w.write_all(&buf)?;
+    Ok(h)
+}
+
+/// Header, extension flag and voxels, in file order.
+fn put_label_map<T: LabelVoxel>(
+    w: &mut dyn Write,
+    h: &NiftiHeader,
+    labels: &[T],
+) -> std::io::Result<()> {
+    w.write_all(&encode_header(h))?;
+    w.write_all(&[0u8; 4])?;
+    let mut buf = Vec::with_capacity(CHUNK * T::BYTES);
+    for chunk in labels.chunks(CHUNK) {
+        buf.clear();
+        for &v in chunk {
+            v.put_le(&mut buf);
         }
-        Ok(())
-    })
+        w.write_all(&buf)?;
+    }
+    Ok(())
 }
 
 /// Writes K float32 volumes as one 4D image (i, j, k, K) placed like `like`.

@@ -3,7 +3,7 @@
 //! (JSON) and the file part `image` (the label map), or one of them alone
 //! with `output=json` / `output=image`.
 
-use std::path::PathBuf;
+use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -187,7 +187,7 @@ async fn run_auto(st: &AppState, source: Source, names: Vec<String>) -> Result<O
                 }
                 Source::Upload { name, bytes } => (name, Arc::new(bytes)),
             };
-            Ok(read_ct_bytes(std::path::Path::new(&name), &bytes)?)
+            Ok(read_ct_bytes(FsPath::new(&name), &bytes)?)
         })
         .await?;
     let req = Request {
@@ -285,11 +285,14 @@ fn encode(
             .map_err(|e| ApiError::internal(format!("encoding the result: {e}")))?;
         return Ok((bytes, filename));
     }
-    let path: PathBuf = std::env::temp_dir().join(&filename);
-    segvol::io::write::write_label_map(&path, like, labels)?;
-    let bytes = std::fs::read(&path);
-    let _ = std::fs::remove_file(&path);
-    let bytes = bytes.map_err(|e| ApiError::internal(format!("reading the result back: {e}")))?;
+    // Encoded in memory: no file in a shared temp folder that two requests
+    // for one image could both be writing.
+    let bytes = segvol::io::write::label_map_bytes(
+        FsPath::new(&filename),
+        like,
+        labels,
+        format == Format::NiftiGz,
+    )?;
     Ok((bytes, filename))
 }
 
