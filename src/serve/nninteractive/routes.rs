@@ -47,9 +47,9 @@ pub fn routes(state: AppState) -> Router {
         .route("/set_do_autozoom", post(set_do_autozoom))
         .route("/reset_interactions", post(reset_interactions))
         .route("/predict", post(predict))
-        .route("/add_point_interaction", post(add_point))
-        .route("/add_bbox_interaction", post(add_bbox))
-        .route("/add_text_interaction", post(add_text))
+        .route("/add_point_interaction", post(add::<PointReq>))
+        .route("/add_bbox_interaction", post(add::<BboxReq>))
+        .route("/add_text_interaction", post(add::<TextReq>))
         .route("/add_scribble_interaction", post(unsupported_scribble))
         .route("/add_lasso_interaction", post(unsupported_lasso))
         .route(
@@ -358,6 +358,14 @@ async fn predict(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
     Ok(prediction_response(r))
 }
 
+/// A prompt-adding request body: what it is called in errors, its flags,
+/// and the prompt it makes against the session's image.
+trait Interaction: for<'de> Deserialize<'de> + Send + 'static {
+    const WHAT: &'static str;
+    fn flags(&self) -> &Flags;
+    fn prompt(&self, st: &NnState) -> Result<Prompt, BadRequest>;
+}
+
 #[derive(Deserialize)]
 struct PointReq {
     coordinates: Vec<f64>,
@@ -366,22 +374,14 @@ struct PointReq {
     flags: Flags,
 }
 
-async fn add_point(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req: PointReq = json_body(
-        &body,
-        "add_point_interaction (needs coordinates, include_interaction)",
-    )?;
-    let run = req.flags.run_prediction;
-    let r = with_session(&state, &headers, run, move |sess, st| {
-        let p = st.point(&req.coordinates, req.include_interaction)?;
-        Ok(st.add(sess, p, run)?)
-    })
-    .await?;
-    Ok(prediction_response(r))
+impl Interaction for PointReq {
+    const WHAT: &'static str = "add_point_interaction (needs coordinates, include_interaction)";
+    fn flags(&self) -> &Flags {
+        &self.flags
+    }
+    fn prompt(&self, st: &NnState) -> Result<Prompt, BadRequest> {
+        st.point(&self.coordinates, self.include_interaction)
+    }
 }
 
 #[derive(Deserialize)]
@@ -392,24 +392,18 @@ struct BboxReq {
     flags: Flags,
 }
 
-async fn add_bbox(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req: BboxReq = json_body(
-        &body,
-        "add_bbox_interaction (needs bbox_coords, include_interaction)",
-    )?;
-    let run = req.flags.run_prediction;
-    let r = with_session(&state, &headers, run, move |sess, st| {
-        let p: Prompt = st.bbox(&req.bbox_coords, req.include_interaction)?;
-        Ok(st.add(sess, p, run)?)
-    })
-    .await?;
-    Ok(prediction_response(r))
+impl Interaction for BboxReq {
+    const WHAT: &'static str = "add_bbox_interaction (needs bbox_coords, include_interaction)";
+    fn flags(&self) -> &Flags {
+        &self.flags
+    }
+    fn prompt(&self, st: &NnState) -> Result<Prompt, BadRequest> {
+        st.bbox(&self.bbox_coords, self.include_interaction)
+    }
 }
 
+/// SegVol's extension: a category name as the object's text prompt
+/// (replacing an earlier one), combined with the clicks and box.
 #[derive(Deserialize)]
 struct TextReq {
     text: String,
@@ -417,17 +411,27 @@ struct TextReq {
     flags: Flags,
 }
 
-/// SegVol's extension: a category name as the object's text prompt
-/// (replacing an earlier one), combined with the clicks and box.
-async fn add_text(
+impl Interaction for TextReq {
+    const WHAT: &'static str = "add_text_interaction (needs text)";
+    fn flags(&self) -> &Flags {
+        &self.flags
+    }
+    fn prompt(&self, st: &NnState) -> Result<Prompt, BadRequest> {
+        st.text(&self.text)
+    }
+}
+
+/// `/add_point_interaction`, `/add_bbox_interaction`, `/add_text_interaction`:
+/// the prompt is added (and predicted, unless `run_prediction` is false).
+async fn add<R: Interaction>(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: TextReq = json_body(&body, "add_text_interaction (needs text)")?;
-    let run = req.flags.run_prediction;
+    let req: R = json_body(&body, R::WHAT)?;
+    let run = req.flags().run_prediction;
     let r = with_session(&state, &headers, run, move |sess, st| {
-        let p = st.text(&req.text)?;
+        let p = req.prompt(st)?;
         Ok(st.add(sess, p, run)?)
     })
     .await?;
