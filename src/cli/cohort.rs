@@ -22,6 +22,7 @@ use segvol::io::dicom::is_dicom_input;
 use segvol::pipeline::memory::{constant_bytes, MemoryLimit};
 use segvol::pipeline::request::Request;
 use segvol::report::envelope::wrap;
+use segvol::report::split_nifti_name;
 
 use super::bars::Bars;
 use super::case::{self, Case, Done, Settings};
@@ -66,17 +67,14 @@ fn nifti_files(dir: &Path) -> Vec<PathBuf> {
 /// A case's name from its input: the file name without `.nii` / `.nii.gz`,
 /// or the folder's name.
 pub fn case_name(input: &Path) -> String {
-    let n = input
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| input.display().to_string());
-    let lower = n.to_ascii_lowercase();
-    for ext in [".nii.gz", ".nii"] {
-        if lower.ends_with(ext) && n.len() > ext.len() {
-            return n[..n.len() - ext.len()].to_string();
-        }
+    match split_nifti_name(input) {
+        (stem, _) if !stem.is_empty() => stem,
+        // `.nii.gz` alone, or a path without a file name.
+        _ => input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| input.display().to_string()),
     }
-    n
 }
 
 /// The JSON next to a label map: `x.nii.gz` → `x.json`.

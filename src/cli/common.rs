@@ -228,4 +228,4 @@ pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
 }
 
 /// Writes bytes atomically (temporary file, then rename).
-pub use segvol::report::write_file_atomic as write_file;
+pub use segvol::io::write::write_bytes_atomic as write_file;

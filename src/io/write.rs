@@ -367,6 +367,18 @@ pub fn check_output_path(path: &Path, input: &Path) -> Result<bool> {
     Ok(gz)
 }
 
+/// Writes `bytes` to `path` through a registered temporary file renamed
+/// into place, so a failed or interrupted run never leaves half a file
+/// (sidecars, PNGs, JSON summaries).
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let (tmp, mut file) = TempFile::create_for(path).map_err(|e| Error::io(path, e))?;
+    file.write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| Error::io(tmp.path(), e))?;
+    drop(file);
+    tmp.commit(path).map_err(|e| Error::io(path, e))
+}
+
 fn write_atomic(
     path: &Path,
     like: &CtVolume,

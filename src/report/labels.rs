@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::{split_nifti_name, write_file_atomic};
+use super::split_nifti_name;
 use crate::error::Result;
+use crate::io::write::write_bytes_atomic;
 use crate::vocabulary::categories;
 
 /// Lower case, single spaces: the form names are compared in.
@@ -243,9 +244,9 @@ pub fn write_sidecars(
     files: Option<&[String]>,
 ) -> Result<SidecarPaths> {
     let p = SidecarPaths::for_label_map(label_map);
-    write_file_atomic(&p.json, labels_json(label_map, names, files).as_bytes())?;
-    write_file_atomic(&p.itksnap, itksnap_labels(names).as_bytes())?;
-    write_file_atomic(&p.slicer, slicer_color_table(names).as_bytes())?;
+    write_bytes_atomic(&p.json, labels_json(label_map, names, files).as_bytes())?;
+    write_bytes_atomic(&p.itksnap, itksnap_labels(names).as_bytes())?;
+    write_bytes_atomic(&p.slicer, slicer_color_table(names).as_bytes())?;
     Ok(p)
 }
 

@@ -13,22 +13,7 @@ pub mod preview;
 pub mod split;
 pub mod statistics;
 
-use std::io::Write;
 use std::path::Path;
-
-use crate::error::{Error, Result};
-use crate::tempfiles::TempFile;
-
-/// Writes `bytes` to `path` through a registered temporary file renamed
-/// into place, so a failed or interrupted run never leaves half a file.
-pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let (tmp, mut file) = TempFile::create_for(path).map_err(|e| Error::io(path, e))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(|e| Error::io(tmp.path(), e))?;
-    drop(file);
-    tmp.commit(path).map_err(|e| Error::io(path, e))
-}
 
 /// A label map's file name without its `.nii` / `.nii.gz` ending, and that
 /// ending: the stem names the files written beside it.
@@ -37,7 +22,7 @@ pub fn split_nifti_name(label_map: &Path) -> (String, &'static str) {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let lower = name.to_lowercase();
+    let lower = name.to_ascii_lowercase();
     for ext in [".nii.gz", ".nii"] {
         if lower.ends_with(ext) {
             return (name[..name.len() - ext.len()].to_string(), ext);

@@ -17,9 +17,9 @@
 use std::path::Path;
 
 use super::labels::category_color;
-use super::write_file_atomic;
 use crate::error::{Error, Result};
 use crate::io::nifti::CtVolume;
+use crate::io::write::write_bytes_atomic;
 
 const LEVEL: f32 = 40.0;
 const WIDTH: f32 = 400.0;
@@ -272,7 +272,7 @@ impl Preview {
 
     /// Writes the PNG atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
-        write_file_atomic(path, &self.png()?)
+        write_bytes_atomic(path, &self.png()?)
     }
 }
 
