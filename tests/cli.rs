@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::cli::{bin, tiny_weights, tmp};
+use common::cli::{bin, offline_hub, tiny_weights, tmp};
 use common::fixture;
 use segvol::io::nifti::read_ct;
 
@@ -289,16 +289,12 @@ fn offline_without_cached_weights_says_so() {
     };
     let home = tmp().join("empty-hf-home");
     std::fs::create_dir_all(&home).unwrap();
-    let out = bin()
+    let out = offline_hub(&mut bin(), &home)
         .arg("segment")
         .arg(&ct)
         .arg("-o")
         .arg(tmp().join("never.nii.gz"))
         .args(["--text", "liver", "--device", "cpu"])
-        .env("HF_HOME", &home)
-        .env_remove("HF_HUB_CACHE")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

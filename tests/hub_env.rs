@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::cli::{bin, tiny_weights, tmp};
+use common::cli::{bin, offline_hub, tiny_weights, tmp};
 use common::gen::{gzip, phantom_ct};
 
 #[test]
@@ -24,7 +24,7 @@ fn hf_home_locates_the_cached_weights() {
     let ct = tmp().join("hub_ct.nii.gz");
     std::fs::write(&ct, gzip(&phantom_ct([32, 32, 20]))).unwrap();
     let (out, json) = (tmp().join("hub_seg.nii.gz"), tmp().join("hub_seg.json"));
-    let o = bin()
+    let o = offline_hub(&mut bin(), &home)
         .arg("segment")
         .arg(&ct)
         .arg("-o")
@@ -32,10 +32,6 @@ fn hf_home_locates_the_cached_weights() {
         .arg("--json")
         .arg(&json)
         .args(["--text", "liver", "--device", "cpu"])
-        .env("HF_HOME", &home)
-        .env_remove("HF_HUB_CACHE")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);

@@ -35,3 +35,13 @@ pub fn tiny_weights() -> &'static Path {
         p
     })
 }
+
+/// `cmd` with the Hugging Face cache at `home` and no way to the network:
+/// offline mode, and an endpoint nothing listens on should it be tried.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn offline_hub<'c>(cmd: &'c mut Command, home: &Path) -> &'c mut Command {
+    cmd.env("HF_HOME", home)
+        .env_remove("HF_HUB_CACHE")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+}
